@@ -1,0 +1,422 @@
+//! Command line -> validated [`Config`] (plain data), plus the `--help` and version texts.
+//!
+//! Go's flag parser (pflag) accepts `--flag value`, `--flag=value` and, for booleans,
+//! `--flag=true|false`; existing systemd units use all three. pico-args cannot express
+//! `--no-auth=false`, so this is a small loop over one flag table instead; the same table
+//! drives the test that `--help` lists every flag.
+//!
+//! Nothing here opens a file, binds or logs: a bad command line must exit 2 before anything
+//! touches the disk.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+const DEFAULT_PATH: &str = "/tmp/restic";
+const DEFAULT_LISTEN: &str = ":8000";
+
+pub(crate) const VERSION: &str = concat!("rest-server ", env!("CARGO_PKG_VERSION"), " (Rust)");
+
+pub(crate) const HELP: &str = "\
+Run a REST server for use with restic.
+
+Usage: rest-server [flags]
+
+Storage:
+      --path DIR                  data directory (default \"/tmp/restic\")
+      --max-size SIZE             maximum total size of all repositories, e.g. 500GiB, 2TB or
+                                  plain bytes (K/M/G/T = powers of 1000, Ki/Mi/Gi/Ti = 1024;
+                                  default 0 = unlimited)
+      --append-only               no deleting or overwriting: only locks may be deleted
+      --no-verify-upload          do not check that an upload hashes to its id (only for very
+                                  slow CPUs; SHA-256 here runs at disk speed on a Pi 4)
+      --group-accessible-repos    create files 0660 and directories 0770 instead of 0600/0700
+
+Network:
+      --listen ADDR               listen address: host:port, :port (all interfaces),
+                                  [::1]:port, or unix:/path/to.sock (default \":8000\");
+                                  with systemd socket activation (LISTEN_FDS) the passed
+                                  socket is used instead
+
+Authentication:
+      --htpasswd-file FILE        htpasswd file (default \"<path>/.htpasswd\"); bcrypt and
+                                  {SHA} entries
+      --no-auth                   disable authentication: everyone may do everything
+      --proxy-auth-username HDR   take the username from request header HDR, set by a
+                                  trusted reverse proxy (basic auth is then off)
+      --private-repos             users may only access repositories under /<username>/
+
+Logging:
+      --log FILE                  write an access log in combined log format to FILE
+                                  (\"-\" = standard output); reopened on SIGHUP
+      --debug                     log every request and more detail
+
+Other:
+      --cpu-profile FILE          accepted for compatibility with the Go server; ignored
+  -h, --help                      show this help
+  -V, --version                   show the version
+
+Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accept
+--flag=true / --flag=false.
+
+Signals: SIGHUP reloads the htpasswd file and reopens the --log file; SIGINT and SIGTERM
+stop accepting connections, let requests in flight finish and exit.
+";
+
+/// Where to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Listen {
+    /// `host:port` (host may be empty: all interfaces).
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+/// Where the access log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The validated configuration of one server run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub path: PathBuf,
+    pub listen: Listen,
+    pub htpasswd_file: PathBuf,
+    pub no_auth: bool,
+    pub proxy_auth_username: Option<String>,
+    pub append_only: bool,
+    pub private_repos: bool,
+    pub max_size: Option<u64>,
+    pub verify_upload: bool,
+    pub group_accessible: bool,
+    pub log: Option<LogTarget>,
+    pub debug: bool,
+    pub cpu_profile_ignored: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Serve(Box<Config>),
+    Help,
+    Version,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    Bool,
+    Value,
+}
+
+/// Every long flag the parser accepts.
+const FLAGS: &[(&str, Arity)] = &[
+    ("path", Arity::Value),
+    ("listen", Arity::Value),
+    ("htpasswd-file", Arity::Value),
+    ("no-auth", Arity::Bool),
+    ("proxy-auth-username", Arity::Value),
+    ("append-only", Arity::Bool),
+    ("private-repos", Arity::Bool),
+    ("max-size", Arity::Value),
+    ("no-verify-upload", Arity::Bool),
+    ("group-accessible-repos", Arity::Bool),
+    ("log", Arity::Value),
+    ("debug", Arity::Bool),
+    ("cpu-profile", Arity::Value),
+    ("help", Arity::Bool),
+    ("version", Arity::Bool),
+];
+
+/// Parses the arguments after the program name. The error is one line naming the problem.
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut bools: Vec<(&str, bool)> = Vec::new();
+    let mut values: Vec<(&str, String)> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = utf8(arg)?;
+        let long = match arg.as_str() {
+            "-h" => "help",
+            "-V" => "version",
+            a => a.strip_prefix("--").ok_or_else(|| {
+                if a.starts_with('-') {
+                    format!("unknown flag {a:?} (see --help)")
+                } else {
+                    format!("unexpected argument {a:?}: rest-server takes only flags (see --help)")
+                }
+            })?,
+        };
+        let (name, inline) = match long.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (long, None),
+        };
+        let &(name, arity) = FLAGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
+        match arity {
+            Arity::Bool => {
+                let on = match inline {
+                    None => true,
+                    Some(v) => go_bool(&v).ok_or_else(|| {
+                        format!("invalid value {v:?} for --{name}: expected true or false")
+                    })?,
+                };
+                bools.push((name, on));
+            }
+            Arity::Value => {
+                let v = match inline {
+                    Some(v) => v,
+                    None => utf8(
+                        args.next()
+                            .ok_or_else(|| format!("flag --{name} needs a value"))?,
+                    )?,
+                };
+                values.push((name, v));
+            }
+        }
+    }
+    // Like Go, a repeated flag takes its last value.
+    let flag = |n: &str| bools.iter().rev().find(|(f, _)| *f == n).is_some_and(|b| b.1);
+    let value = |n: &str| values.iter().rev().find(|(f, _)| *f == n).map(|v| v.1.clone());
+    if flag("help") {
+        return Ok(Command::Help);
+    }
+    if flag("version") {
+        return Ok(Command::Version);
+    }
+
+    let path = PathBuf::from(value("path").unwrap_or_else(|| DEFAULT_PATH.into()));
+    if path.as_os_str().is_empty() {
+        return Err("--path must not be empty".into());
+    }
+    let listen = parse_listen(&value("listen").unwrap_or_else(|| DEFAULT_LISTEN.into()))?;
+    let htpasswd_file = match value("htpasswd-file") {
+        Some(f) if f.is_empty() => return Err("--htpasswd-file must not be empty".into()),
+        Some(f) => PathBuf::from(f),
+        None => path.join(".htpasswd"),
+    };
+    let max_size = match value("max-size") {
+        None => None,
+        Some(s) => match parse_size(&s) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                return Err(format!(
+                    "invalid value {s:?} for --max-size: expected a size such as 500GiB, 2TB or 1000000"
+                ));
+            }
+        },
+    };
+    let proxy_auth_username = match value("proxy-auth-username") {
+        Some(h) if !is_header_name(&h) => {
+            return Err(format!(
+                "invalid value {h:?} for --proxy-auth-username: expected an HTTP header name"
+            ));
+        }
+        h => h.filter(|h| !h.is_empty()),
+    };
+    let log = match value("log").as_deref() {
+        None | Some("") => None,
+        Some("-") => Some(LogTarget::Stdout),
+        Some(f) => Some(LogTarget::File(f.into())),
+    };
+    Ok(Command::Serve(Box::new(Config {
+        path,
+        listen,
+        htpasswd_file,
+        no_auth: flag("no-auth"),
+        proxy_auth_username,
+        append_only: flag("append-only"),
+        private_repos: flag("private-repos"),
+        max_size,
+        verify_upload: !flag("no-verify-upload"),
+        group_accessible: flag("group-accessible-repos"),
+        log,
+        debug: flag("debug"),
+        cpu_profile_ignored: value("cpu-profile").is_some(),
+    })))
+}
+
+fn utf8(arg: OsString) -> Result<String, String> {
+    arg.into_string()
+        .map_err(|a| format!("argument {a:?} is not valid UTF-8"))
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn is_header_name(h: &str) -> bool {
+    h.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn parse_listen(addr: &str) -> Result<Listen, String> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("invalid value \"unix:\" for --listen: missing socket path".into());
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    let bad = || {
+        format!("invalid value {addr:?} for --listen: expected host:port, :port or unix:/path")
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    // An IPv6 literal must be bracketed, or "::1:80" would be ambiguous.
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad());
+    }
+    Ok(Listen::Tcp(addr.to_owned()))
+}
+
+/// Parses `123`, `10K`, `10KB`, `10KiB`, ... `2T`, `2TiB` (case-insensitive). K/M/G/T are
+/// powers of 1000, Ki/Mi/Gi/Ti powers of 1024. `None` for anything else or on overflow.
+pub(crate) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let (prefix, binary) = match unit.strip_suffix('i') {
+        Some(p) if !p.is_empty() => (p, true),
+        Some(_) => return None,
+        None => (unit, false),
+    };
+    let power = match prefix {
+        "" if !binary => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        _ => return None,
+    };
+    let base: u64 = if binary { 1024 } else { 1000 };
+    n.checked_mul(base.checked_pow(power)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from))? {
+            Command::Serve(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_go_server() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(c.path, PathBuf::from("/tmp/restic"));
+        assert_eq!(c.listen, Listen::Tcp(":8000".into()));
+        assert_eq!(c.htpasswd_file, PathBuf::from("/tmp/restic/.htpasswd"));
+        assert!(c.verify_upload && !c.no_auth && !c.append_only && !c.private_repos);
+        assert_eq!(c.max_size, None);
+        assert_eq!(c.log, None);
+    }
+
+    #[test]
+    fn go_flag_forms() {
+        let c = serve(&[
+            "--path=/srv/r",
+            "--listen",
+            "127.0.0.1:9000",
+            "--no-auth=true",
+            "--append-only",
+            "--append-only=false",
+            "--max-size=10GiB",
+            "--log",
+            "-",
+            "--no-verify-upload=1",
+        ])
+        .unwrap();
+        assert_eq!(c.path, PathBuf::from("/srv/r"));
+        assert_eq!(c.htpasswd_file, PathBuf::from("/srv/r/.htpasswd"));
+        assert_eq!(c.listen, Listen::Tcp("127.0.0.1:9000".into()));
+        assert!(c.no_auth);
+        assert!(!c.append_only, "last value wins, as in Go");
+        assert_eq!(c.max_size, Some(10 << 30));
+        assert_eq!(c.log, Some(LogTarget::Stdout));
+        assert!(!c.verify_upload);
+    }
+
+    #[test]
+    fn listen_forms() {
+        for ok in [":8000", "0.0.0.0:1", "[::1]:8000", "localhost:80", "[::]:0"] {
+            assert_eq!(serve(&["--listen", ok]).unwrap().listen, Listen::Tcp(ok.into()));
+        }
+        assert_eq!(
+            serve(&["--listen=unix:/run/rs.sock"]).unwrap().listen,
+            Listen::Unix("/run/rs.sock".into())
+        );
+        for bad in ["8000", "host:", ":99999", "::1:80", "unix:", "host:x"] {
+            assert!(serve(&["--listen", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_are_one_line_errors() {
+        for args in [
+            &["--bogus"][..],
+            &["-x"],
+            &["positional"],
+            &["--path"],
+            &["--max-size", "-5"],
+            &["--max-size", "5X"],
+            &["--max-size=1.5G"],
+            &["--no-auth=maybe"],
+            &["--tls"],
+            &["--path="],
+            &["--proxy-auth-username", "X User"],
+        ] {
+            let e = serve(args).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+        }
+        assert!(serve(&["--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(serve(&["--max-size", "-5"]).unwrap_err().contains("--max-size"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        let cmd = |a: &str| parse([OsString::from(a)]).unwrap();
+        assert_eq!(cmd("-h"), Command::Help);
+        assert_eq!(cmd("--help"), Command::Help);
+        assert_eq!(cmd("-V"), Command::Version);
+        assert_eq!(cmd("--version"), Command::Version);
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        for (name, _) in FLAGS {
+            assert!(HELP.contains(&format!("--{name}")), "--help misses --{name}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("1234"), Some(1234));
+        assert_eq!(parse_size("10k"), Some(10_000));
+        assert_eq!(parse_size("10KB"), Some(10_000));
+        assert_eq!(parse_size("10KiB"), Some(10 * 1024));
+        assert_eq!(parse_size("3M"), Some(3_000_000));
+        assert_eq!(parse_size("3 MiB"), Some(3 << 20));
+        assert_eq!(parse_size("2T"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("2tib"), Some(2 << 40));
+        assert_eq!(parse_size("5B"), Some(5));
+        for bad in ["", "-1", "G", "1.5G", "10X", "10iB", "99999999999999999999", "20000000TiB"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The one request pipeline, top to bottom: authenticate -> route -> policy -> operation ->
+//! response, then the access-log line. Every request-level failure becomes a response here
+//! (async-h1 would drop the connection on an `Err`), and every status comes from `error.rs`.
+
+use crate::accesslog::{AccessLog, Entry};
+use crate::auth::Auth;
+use crate::cli::{Config, LogTarget};
+use crate::error::Error;
+use crate::http::{parse_basic, parse_range, status_response, Range};
+use crate::quota::Quota;
+use crate::repo::Repos;
+use crate::route::{self, File, Kind, Op, RepoPath, Route};
+use crate::upload::{self, Stored, TempObject};
+use http_types::{Body, Request, Response, StatusCode};
+use smol::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
+const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
+
+/// Who may do anything at all.
+#[derive(Debug)]
+pub(crate) enum Authn {
+    /// `--no-auth`.
+    Anonymous,
+    /// `--proxy-auth-username HEADER`: a trusted reverse proxy names the user.
+    ProxyHeader(String),
+    /// HTTP Basic against the htpasswd file.
+    Htpasswd(Auth),
+}
+
+/// Everything a request may need; built once at start-up and shared by reference.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub repos: Repos,
+    pub authn: Authn,
+    pub append_only: bool,
+    pub private_repos: bool,
+    pub verify_upload: bool,
+    pub quota: Option<Arc<Quota>>,
+    pub access_log: Option<AccessLog>,
+    /// Requests between "head parsed" and "response written"; shutdown waits for zero.
+    pub in_flight: AtomicUsize,
+    /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
+    pub stopping: AtomicBool,
+}
+
+impl State {
+    /// Builds the state from a validated config. Errors name the file and the problem.
+    pub(crate) fn new(cfg: &Config) -> Result<State, String> {
+        let authn = if cfg.no_auth {
+            Authn::Anonymous
+        } else if let Some(header) = &cfg.proxy_auth_username {
+            Authn::ProxyHeader(header.clone())
+        } else {
+            Authn::Htpasswd(Auth::load(&cfg.htpasswd_file)?)
+        };
+        let access_log = match &cfg.log {
+            None => None,
+            Some(target) => {
+                let path = match target {
+                    LogTarget::Stdout => None,
+                    LogTarget::File(p) => Some(p.clone()),
+                };
+                let log = AccessLog::open(path.clone()).map_err(|e| {
+                    let name = path.map_or("standard output".into(), |p| p.display().to_string());
+                    format!("cannot open access log {name}: {e}")
+                })?;
+                Some(log)
+            }
+        };
+        Ok(State {
+            repos: Repos::new(cfg.path.clone(), cfg.group_accessible),
+            authn,
+            append_only: cfg.append_only,
+            private_repos: cfg.private_repos,
+            verify_upload: cfg.verify_upload,
+            quota: cfg.max_size.map(Quota::new),
+            access_log,
+            in_flight: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// SIGHUP: re-read what can change under a running server.
+    pub(crate) fn reload(&self) {
+        if let Authn::Htpasswd(auth) = &self.authn {
+            auth.reload();
+        }
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+}
+
+/// Handles one request; never fails (a failure is a response).
+pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response {
+    let started = Instant::now();
+    let has_body = req.len().is_some_and(|n| n > 0) || req.header("Transfer-Encoding").is_some();
+    let (user, result) = match authenticate(st, &req).await {
+        Ok(user) => {
+            let result = serve(st, user.as_deref(), &mut req).await;
+            (user, result)
+        }
+        Err(e) => (None, Err(e)),
+    };
+    let mut res = result.unwrap_or_else(|e| {
+        let what = format!("{} {}", req.method(), req.url().path());
+        if e.is_server_fault() {
+            log::error!("{what}: {e}");
+        } else {
+            log::debug!("{what}: {e}");
+        }
+        error_response(&e)
+    });
+    // async-h1 would read and discard an unread request body before the next request; a
+    // refused upload must not make us swallow gigabytes, so such connections are closed.
+    if (has_body && !res.status().is_success()) || st.stopping.load(Ordering::Relaxed) {
+        res.insert_header("Connection", "close");
+    }
+    let bytes = res.len().unwrap_or(0) as u64;
+    log::debug!(
+        "{peer} {} {} {} -> {} ({bytes} bytes, {} ms)",
+        user.as_deref().unwrap_or("-"),
+        req.method(),
+        req.url().path(),
+        res.status(),
+        started.elapsed().as_millis()
+    );
+    if let Some(log) = &st.access_log {
+        let url = req.url();
+        let uri = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let header = |name: &str| req.header(name).map_or("", |v| v.as_str());
+        log.write(&Entry {
+            host: peer,
+            user: user.as_deref().unwrap_or(""),
+            method: req.method().as_ref(),
+            uri: &uri,
+            status: res.status().into(),
+            bytes,
+            referer: header("Referer"),
+            user_agent: header("User-Agent"),
+        });
+    }
+    res
+}
+
+/// Who is asking: `None` for anonymous (`--no-auth`), else the user name.
+async fn authenticate(st: &State, req: &Request) -> Result<Option<String>, Error> {
+    match &st.authn {
+        Authn::Anonymous => Ok(None),
+        Authn::ProxyHeader(name) => match req.header(name.as_str()).map(|v| v.as_str()) {
+            Some(user) if !user.is_empty() => Ok(Some(user.to_owned())),
+            _ => Err(Error::Unauthorized),
+        },
+        Authn::Htpasswd(auth) => {
+            let header = req.header("Authorization").map(|v| v.as_str());
+            let (user, password) = header.and_then(parse_basic).ok_or(Error::Unauthorized)?;
+            if auth.verify(&user, &password).await {
+                Ok(Some(user))
+            } else {
+                Err(Error::Unauthorized)
+            }
+        }
+    }
+}
+
+async fn serve(st: &State, user: Option<&str>, req: &mut Request) -> Result<Response, Error> {
+    let Route::Repo { repo, op } = route::parse(req.method().as_ref(), req.url().path(), false)?
+    else {
+        return Err(Error::NotFound);
+    };
+    // --private-repos: the first segment must be the user's name (401 as in the Go server).
+    if st.private_repos
+        && let Some(user) = user
+        && repo.segments().first().map(String::as_str) != Some(user)
+    {
+        return Err(Error::Unauthorized);
+    }
+    match op {
+        Op::Create => create(st, &repo, req).await,
+        Op::List(kind) => list(st, &repo, kind, req).await,
+        Op::Head(file) => head(st, &repo, &file).await,
+        Op::Get(file) => get(st, &repo, &file, req).await,
+        Op::Save(file) => save(st, &repo, &file, req).await,
+        Op::Delete(file) => delete(st, &repo, &file).await,
+    }
+}
+
+fn ok() -> Response {
+    Response::new(StatusCode::Ok)
+}
+
+fn path_of(st: &State, repo: &RepoPath, file: &File) -> std::path::PathBuf {
+    match file {
+        File::Config => st.repos.config_path(repo),
+        File::Object(kind, id) => st.repos.object_path(repo, *kind, id),
+    }
+}
+
+async fn create(st: &State, repo: &RepoPath, req: &Request) -> Result<Response, Error> {
+    let create = req.url().query_pairs().find(|(k, _)| k == "create");
+    if create.is_none_or(|(_, v)| v != "true") {
+        return Err(Error::BadRequest("POST on a repository without ?create=true"));
+    }
+    st.repos.create(repo).await?;
+    log::info!("created repository /{}", repo.joined());
+    Ok(ok())
+}
+
+async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<Response, Error> {
+    let v2 = req.header("Accept").is_some_and(|a| a.as_str().contains(V2_MEDIA_TYPE));
+    let listing = st.repos.list(repo, kind, v2).await?.ok_or(Error::NotFound)?;
+    let mut res = ok();
+    // No length: the JSON is produced while it is sent (chunked), so a 100 000-object
+    // listing starts at once and needs no more memory than one chunk.
+    res.set_body(Body::from_reader(BufReader::new(listing), None));
+    res.insert_header(
+        "Content-Type",
+        if v2 { V2_MEDIA_TYPE } else { V1_MEDIA_TYPE },
+    );
+    Ok(res)
+}
+
+async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
+    let size = st.repos.size(&path_of(st, repo, file)).await?.ok_or(Error::NotFound)?;
+    let mut res = ok();
+    // A body that is never sent (HEAD) but gives the Content-Length.
+    res.set_body(Body::from_reader(smol::io::empty(), Some(size as usize)));
+    res.insert_header("Accept-Ranges", "bytes");
+    Ok(res)
+}
+
+async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<Response, Error> {
+    let (f, size) = st.repos.open(&path_of(st, repo, file)).await?.ok_or(Error::NotFound)?;
+    let range = parse_range(req.header("Range").map(|v| v.as_str()), size);
+    let (mut res, start, len) = match range {
+        Range::Full => (ok(), 0, size),
+        Range::Partial { start, end } => {
+            let mut res = Response::new(StatusCode::PartialContent);
+            res.insert_header("Content-Range", format!("bytes {start}-{end}/{size}"));
+            (res, start, end - start + 1)
+        }
+        Range::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
+    };
+    let reader = Repos::stream(f, start, len)?;
+    res.set_body(Body::from_reader(BufReader::new(reader), Some(len as usize)));
+    res.insert_header("Accept-Ranges", "bytes");
+    res.insert_header("Content-Type", "application/octet-stream");
+    Ok(res)
+}
+
+async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Result<Response, Error> {
+    let path = path_of(st, repo, file);
+    let declared = req.len().map(|n| n as u64);
+    // The config is not content-addressed: it is stored atomically but never hashed.
+    let (verify, expected, create_parent) = match file {
+        File::Config => (false, None, false),
+        File::Object(kind, id) => (st.verify_upload, Some(id.as_str()), *kind == Kind::Data),
+    };
+    if let Some(size) = st.repos.size(&path).await? {
+        // SPEC 5.1: a retry whose first 200 was lost. Same length and the body hashes to the
+        // id: answer 200 and leave the stored file alone (restic deletes the object after a 403).
+        if verify && declared == Some(size) {
+            let got = upload::receive(req, declared, true, None, None).await?;
+            if got.sha256.as_deref() == expected {
+                return Ok(ok());
+            }
+        }
+        return Err(Error::Forbidden("object exists"));
+    }
+    // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
+    let mut reservation = match &st.quota {
+        Some(q) => Some(
+            q.reserve(declared.unwrap_or(0))
+                .await
+                .map_err(|_| Error::QuotaExceeded)?,
+        ),
+        None => None,
+    };
+    let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
+    let got = upload::receive(req, declared, verify, Some(&mut temp), reservation.as_mut()).await?;
+    if verify && got.sha256.as_deref() != expected {
+        return Err(Error::HashMismatch);
+    }
+    match temp.commit(&st.repos).await? {
+        Stored::New => {
+            if let Some(r) = reservation {
+                r.keep();
+            }
+        }
+        // A concurrent upload of the same id won; with verification both bodies hash to the
+        // id, so the stored object is exactly ours.
+        Stored::AlreadyThere if verify => {}
+        Stored::AlreadyThere => return Err(Error::Forbidden("object exists")),
+    }
+    Ok(ok())
+}
+
+async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
+    // --append-only: a client may only remove its own locks.
+    if st.append_only && !matches!(file, File::Object(Kind::Locks, _)) {
+        return Err(Error::Forbidden("append-only mode"));
+    }
+    // Deleting what is not there is still 200, as in the Go server.
+    if let Some(size) = st.repos.delete(&path_of(st, repo, file)).await?
+        && let Some(q) = &st.quota
+    {
+        q.release(size);
+    }
+    Ok(ok())
+}
+
+/// The response for a failure: status text as body, plus the header some statuses need.
+fn error_response(e: &Error) -> Response {
+    let mut res = status_response(e.status());
+    match e {
+        Error::Unauthorized => res.insert_header("WWW-Authenticate", "Basic realm=\"restic\""),
+        Error::MethodNotAllowed(allow) => res.insert_header("Allow", *allow),
+        Error::RangeNotSatisfiable(size) => {
+            res.insert_header("Content-Range", format!("bytes */{size}"))
+        }
+        _ => None,
+    };
+    res
+}

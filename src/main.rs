@@ -1,0 +1,114 @@
+//! rest-server: a drop-in for restic's REST server, for small machines.
+//!
+//! The process, start to end: parse the command line (exit 2 on a bad one), set up logging,
+//! build the shared state, say what is on, serve until SIGINT/SIGTERM. Read on in
+//! `server.rs` -> `handler.rs` -> `repo.rs` / `upload.rs` to see the whole server.
+
+#![forbid(unsafe_code)]
+
+mod accesslog;
+mod auth;
+mod cli;
+mod error;
+mod handler;
+mod http;
+mod quota;
+mod repo;
+mod route;
+mod server;
+mod upload;
+
+use cli::{Command, Config};
+use handler::{Authn, State};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit status for a command line or configuration that cannot work (as Go's flag package).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cfg = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Serve(cfg)) => cfg,
+        Ok(Command::Help) => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("{}", cli::VERSION);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("rest-server: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let level = if cfg.debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    // Only our own messages at debug level; the libraries' tracing is noise.
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(level.min(log::LevelFilter::Info))
+        .with_module_level("rest_server", level);
+    if logger.init().is_err() {
+        eprintln!("rest-server: cannot set up logging");
+        return ExitCode::FAILURE;
+    }
+    let state = match State::new(&cfg) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = state.repos.create_root() {
+        log::error!("cannot create data directory {}: {e}", cfg.path.display());
+        return ExitCode::FAILURE;
+    }
+    announce(&cfg, &state);
+    match server::run(&cfg, state) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One start-up line per fact, as the Go server prints them.
+fn announce(cfg: &Config, state: &State) {
+    log::info!("{}", cli::VERSION);
+    log::info!("Data directory: {}", cfg.path.display());
+    if cfg.path.starts_with("/tmp") {
+        log::warn!(
+            "the data directory is under /tmp: backups there may be lost on reboot (use --path)"
+        );
+    }
+    match &state.authn {
+        Authn::Anonymous => log::info!("Authentication disabled"),
+        Authn::ProxyHeader(h) => log::info!("Authentication via proxy header {h}"),
+        Authn::Htpasswd(a) => log::info!(
+            "Authentication enabled: {} ({} users)",
+            a.path().display(),
+            a.user_count()
+        ),
+    }
+    let on_off = |b: bool| if b { "enabled" } else { "disabled" };
+    log::info!("Append only mode {}", on_off(cfg.append_only));
+    log::info!("Private repositories {}", on_off(cfg.private_repos));
+    log::info!("Group accessible repos {}", on_off(cfg.group_accessible));
+    if !cfg.verify_upload {
+        log::warn!("Upload verification disabled: corrupted uploads will not be detected");
+    }
+    match cfg.max_size {
+        Some(limit) => log::info!("Quota: {limit} bytes; counting current usage in the background"),
+        None => log::info!("Quota: none"),
+    }
+    if let Some(cli::LogTarget::File(p)) = &cfg.log {
+        log::info!("Access log: {}", p.display());
+    }
+    if cfg.cpu_profile_ignored {
+        log::warn!("--cpu-profile is specific to the Go server and not supported: ignored");
+    }
+}

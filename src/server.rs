@@ -1,0 +1,358 @@
+//! Listeners (TCP, `unix:`, systemd's `LISTEN_FDS`), one task per connection on our own
+//! multi-threaded executor, I/O timeouts, signals and graceful shutdown. Knows nothing of
+//! restic paths or users: each request goes to `handler::handle`.
+
+use crate::cli::{Config, Listen};
+use crate::handler::{self, State};
+use async_signal::{Signal, Signals};
+use smol::future::FutureExt as _;
+use smol::stream::StreamExt as _;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::net::unix::UnixListener;
+use smol::net::TcpListener;
+use smol::{Executor, Timer};
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// A read or write that makes no progress for this long fails: a client that stalls
+/// mid-body, stops reading a download, or idles on a keep-alive connection is dropped
+/// (and its upload cleaned up). async-h1 separately limits reading a request head to 60 s.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// On SIGINT/SIGTERM, requests in flight get this long to finish before we exit anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// After refusing a request whose body we did not read, keep reading (and discarding) for at
+/// most this long / this much, so that closing does not reset the connection before the
+/// client has read our answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Back-off after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+/// Runs the server until SIGINT/SIGTERM. The executor runs on one thread per core (this one
+/// included), so uploads hash in parallel.
+pub(crate) fn run(cfg: &Config, state: Arc<State>) -> Result<(), String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let workers: Vec<_> = (1..threads)
+        .map(|i| {
+            let (ex, stopped) = (ex.clone(), stopped.clone());
+            std::thread::Builder::new()
+                .name(format!("rest-server-{i}"))
+                .spawn(move || smol::block_on(ex.run(stopped.recv())))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    let result = smol::block_on(ex.run(serve(ex.clone(), cfg, state)));
+    drop(stop);
+    for w in workers {
+        let _ = w.join();
+    }
+    // Dropping the executor drops the connections still open, and with them the temp files
+    // of uploads that did not finish in time.
+    drop(ex);
+    result
+}
+
+async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> Result<(), String> {
+    let listener = bind(&cfg.listen)?;
+    let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if let Some(q) = state.quota.clone() {
+        let root = state.repos.root().to_owned();
+        smol::unblock(move || {
+            let t = Instant::now();
+            let used = q.tally(&root);
+            log::info!(
+                "Quota: {used} of {} bytes used (counted in {} ms)",
+                q.limit(),
+                t.elapsed().as_millis()
+            );
+        })
+        .detach();
+    }
+
+    enum Event {
+        Tcp(io::Result<(smol::net::TcpStream, std::net::SocketAddr)>),
+        Unix(io::Result<smol::net::unix::UnixStream>),
+        Signal(Option<io::Result<Signal>>),
+    }
+    loop {
+        let accepted = async {
+            match &listener {
+                Listener::Tcp(l) => Event::Tcp(l.accept().await),
+                Listener::Unix(l, _) => Event::Unix(l.accept().await.map(|(s, _)| s)),
+            }
+        };
+        let event = accepted.or(async { Event::Signal(signals.next().await) }).await;
+        match event {
+            Event::Tcp(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                ex.spawn(connection(stream, peer.ip().to_string(), state.clone()))
+                    .detach();
+            }
+            Event::Unix(Ok(stream)) => {
+                ex.spawn(connection(stream, "unix".into(), state.clone())).detach();
+            }
+            Event::Tcp(Err(e)) | Event::Unix(Err(e)) => {
+                log::warn!("accept failed: {e}");
+                Timer::after(ACCEPT_BACKOFF).await;
+            }
+            Event::Signal(Some(Ok(Signal::Hup))) => {
+                log::info!("SIGHUP: reloading");
+                state.reload();
+            }
+            Event::Signal(Some(Ok(sig))) => {
+                log::info!("{sig:?} received: shutting down");
+                break;
+            }
+            Event::Signal(other) => {
+                return Err(format!("signal handling failed: {other:?}"));
+            }
+        }
+    }
+
+    // Stop accepting, then give requests in flight a bounded time to finish.
+    if let Listener::Unix(_, Some(path)) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(listener);
+    state.stopping.store(true, Ordering::Relaxed);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while state.in_flight.load(Ordering::Relaxed) > 0 {
+        if Instant::now() >= deadline {
+            log::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: exiting anyway");
+            break;
+        }
+        let second_signal = async {
+            matches!(signals.next().await, Some(Ok(Signal::Int | Signal::Term)))
+        };
+        if second_signal.or(async {
+            Timer::after(Duration::from_millis(20)).await;
+            false
+        })
+        .await
+        {
+            log::warn!("second signal: exiting without waiting for requests in flight");
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn bind(listen: &Listen) -> Result<Listener, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 0 {
+        let bad = |e: io::Error| format!("cannot use the socket passed by systemd (LISTEN_FDS): {e}");
+        if let Ok(Some(l)) = fds.take_tcp_listener(0) {
+            let l = TcpListener::try_from(l).map_err(bad)?;
+            log::info!("start server on {} (socket from systemd)", addr_of(&l));
+            return Ok(Listener::Tcp(l));
+        }
+        let l = fds.take_unix_listener(0).map_err(bad)?;
+        let l = l.ok_or_else(|| bad(io::Error::other("fd 3 is neither TCP nor unix")))?;
+        let l = UnixListener::try_from(l).map_err(bad)?;
+        log::info!("start server on unix socket from systemd");
+        return Ok(Listener::Unix(l, None));
+    }
+    match listen {
+        Listen::Unix(path) => {
+            // A socket left behind by a crash would make bind fail: replace it, but never
+            // anything that is not a socket.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+            log::info!("start server on unix:{}", path.display());
+            Ok(Listener::Unix(l, Some(path.clone())))
+        }
+        Listen::Tcp(addr) => {
+            let l = match addr.strip_prefix(':') {
+                // ":port" means every interface: IPv6 and IPv4 if the host has IPv6.
+                Some(port) => smol::block_on(TcpListener::bind(format!("[::]:{port}")))
+                    .or_else(|_| smol::block_on(TcpListener::bind(format!("0.0.0.0:{port}")))),
+                None => smol::block_on(TcpListener::bind(addr.as_str())),
+            }
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            log::info!("start server on {}", addr_of(&l));
+            Ok(Listener::Tcp(l))
+        }
+    }
+}
+
+fn addr_of(l: &TcpListener) -> String {
+    l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+/// Serves one connection: requests one after another until the client or we close it.
+async fn connection<S>(stream: S, peer: String, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let busy = Arc::new(AtomicBool::new(false));
+    let io = Timed::new(stream.clone(), stop_reading.clone());
+    let peer: Arc<str> = peer.into();
+    let endpoint = {
+        let peer = peer.clone();
+        let (state, stop_reading, busy) = (state.clone(), stop_reading.clone(), busy.clone());
+        move |req| {
+            let (state, peer, stop_reading) = (state.clone(), peer.clone(), stop_reading.clone());
+            state.in_flight.fetch_add(1, Ordering::Relaxed);
+            busy.store(true, Ordering::Relaxed);
+            async move {
+                let res = handler::handle(&state, &peer, req).await;
+                if res.header("Connection").is_some_and(|c| c.as_str() == "close") {
+                    // Stop async-h1 from draining an unread body: reads now see EOF.
+                    stop_reading.store(true, Ordering::Relaxed);
+                }
+                Ok(res)
+            }
+        }
+    };
+    let mut server = async_h1::server::Server::new(io, endpoint);
+    loop {
+        let result = server.accept_one().await;
+        // The response is written (or failed): the request is no longer in flight.
+        if busy.swap(false, Ordering::Relaxed) {
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match result {
+            Ok(async_h1::server::ConnectionStatus::KeepAlive)
+                if !state.stopping.load(Ordering::Relaxed) => {}
+            Ok(_) => break,
+            Err(e) => {
+                log::debug!("connection from {peer}: {e}");
+                break;
+            }
+        }
+    }
+    if stop_reading.load(Ordering::Relaxed) {
+        linger(stream).await;
+    }
+}
+
+/// Half-closes and reads what the client is still sending, for a bounded time, so the
+/// answer we wrote reaches it instead of a connection reset.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let _ = stream.close().await;
+    let drain = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(LINGER_TIME).await;
+        })
+        .await;
+}
+
+/// A connection with an inactivity timeout on every read and write, and a switch that makes
+/// reads end (EOF) once we have decided to close.
+struct Timed<S> {
+    inner: S,
+    stop_reading: Arc<AtomicBool>,
+    read_timer: Option<Timer>,
+    write_timer: Option<Timer>,
+}
+
+impl<S: Clone> Clone for Timed<S> {
+    fn clone(&self) -> Self {
+        Timed::new(self.inner.clone(), self.stop_reading.clone())
+    }
+}
+
+impl<S> Timed<S> {
+    fn new(inner: S, stop_reading: Arc<AtomicBool>) -> Self {
+        Timed {
+            inner,
+            stop_reading,
+            read_timer: None,
+            write_timer: None,
+        }
+    }
+}
+
+/// Resolves a poll of the inner stream against an inactivity timer: progress disarms the
+/// timer; waiting arms it (once) and fails with `TimedOut` when it fires.
+fn with_timeout<T>(
+    timer: &mut Option<Timer>,
+    cx: &mut Context<'_>,
+    poll: Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    match poll {
+        Poll::Ready(r) => {
+            *timer = None;
+            Poll::Ready(r)
+        }
+        Poll::Pending => {
+            let t = timer.get_or_insert_with(|| Timer::after(IO_TIMEOUT));
+            match Pin::new(t).poll(cx) {
+                Poll::Ready(_) => {
+                    *timer = None;
+                    Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.stop_reading.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(0));
+        }
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        with_timeout(&mut this.read_timer, cx, poll)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        with_timeout(&mut this.write_timer, cx, poll)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        with_timeout(&mut this.write_timer, cx, poll)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
