@@ -120,7 +120,11 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     if (has_body && !res.status().is_success()) || st.stopping.load(Ordering::Relaxed) {
         res.insert_header("Connection", "close");
     }
-    let bytes = res.len().unwrap_or(0) as u64;
+    // Body bytes sent: a HEAD answer's Content-Length is never sent.
+    let bytes = match req.method() {
+        http_types::Method::Head => 0,
+        _ => res.len().unwrap_or(0) as u64,
+    };
     log::debug!(
         "{peer} {} {} {} -> {} ({bytes} bytes, {} ms)",
         user.as_deref().unwrap_or("-"),
