@@ -1,0 +1,403 @@
+//! Test harness: starts the real `rest-server` binary on 127.0.0.1:0 in its own temp dir and
+//! talks raw HTTP/1.1 to it, so tests can also send what no well-behaved client would
+//! (half bodies, odd paths, stalled connections).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rest-server");
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "rest-server-test-{name}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub dir: TempDir,
+    pub data: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts with `--no-auth` plus `args`.
+    pub fn start(args: &[&str]) -> Server {
+        let mut all = vec!["--no-auth"];
+        all.extend_from_slice(args);
+        Server::start_raw(&all)
+    }
+
+    /// Starts with exactly `args` (plus --path and --listen unless given).
+    pub fn start_raw(args: &[&str]) -> Server {
+        let dir = TempDir::new("srv");
+        Server::start_in(dir, args)
+    }
+
+    pub fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(BIN);
+        if !args.iter().any(|a| a.starts_with("--path")) {
+            cmd.arg("--path").arg(&data);
+        }
+        if !args.iter().any(|a| a.starts_with("--listen")) {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start rest-server");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("start server on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        Server {
+            child,
+            addr,
+            dir,
+            data,
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the log contains `needle` (or panics after `secs`).
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        let t = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "log never said {needle:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            server: self,
+            method: method.into(),
+            path: path.into(),
+            headers: vec![],
+            body: None,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.req("GET", path).send()
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Resp {
+        self.req("POST", path).body(body).send()
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        self.req("DELETE", path).send()
+    }
+
+    pub fn head(&self, path: &str) -> Resp {
+        self.req("HEAD", path).send()
+    }
+
+    /// Creates repo `name` ("" = root) and asserts 200.
+    pub fn create_repo(&self, name: &str) {
+        let path = if name.is_empty() {
+            "/?create=true".to_owned()
+        } else {
+            format!("/{name}/?create=true")
+        };
+        assert_eq!(self.post(&path, b"").status, 200);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit (panics after `secs`).
+    pub fn wait_exit(&mut self, secs: u64) -> ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(t.elapsed() < Duration::from_secs(secs), "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A field of /proc/PID/status in KiB (e.g. "VmHWM", "VmRSS").
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    /// All files below the data dir whose name contains `needle`.
+    pub fn files_named(&self, needle: &str) -> Vec<PathBuf> {
+        let mut out = vec![];
+        walk(&self.data, &mut |p| {
+            if p.file_name().unwrap().to_string_lossy().contains(needle) {
+                out.push(p.to_owned());
+            }
+        });
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(&p, f);
+            } else {
+                f(&p);
+            }
+        }
+    }
+}
+
+pub struct Req<'a> {
+    server: &'a Server,
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Req<'_> {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: &[u8]) -> Self {
+        self.body = Some(body.to_vec());
+        self
+    }
+
+    pub fn basic(self, user: &str, password: &str) -> Self {
+        let v = format!("Basic {}", b64(format!("{user}:{password}").as_bytes()));
+        self.header("Authorization", &v)
+    }
+
+    /// The raw request bytes (head and body).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\nHost: test\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = &self.body {
+            if !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+                head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+            }
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        if let Some(b) = &self.body {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    pub fn send(self) -> Resp {
+        let mut s = self.server.connect();
+        s.write_all(&self.bytes()).unwrap();
+        read_response(&mut BufReader::new(s), &self.method)
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response (Content-Length or chunked) from a keep-alive or closing connection.
+pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad status line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = vec![];
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap();
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut resp = Resp {
+        status,
+        headers,
+        body: vec![],
+    };
+    if method == "HEAD" {
+        return resp;
+    }
+    if resp.header("transfer-encoding") == Some("chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            resp.body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = resp.header("content-length") {
+        let mut body = vec![0; n.parse().unwrap()];
+        r.read_exact(&mut body).unwrap();
+        resp.body = body;
+    }
+    resp
+}
+
+/// Sends `req` on an existing connection and reads the answer (keep-alive tests).
+pub fn exchange(s: &mut BufReader<TcpStream>, req: &[u8], method: &str) -> Resp {
+    s.get_mut().write_all(req).unwrap();
+    read_response(s, method)
+}
+
+pub fn close_write(s: &TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Runs the binary with `args` and returns (exit code, stdout, stderr), with a timeout.
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("rest-server {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
