@@ -1,0 +1,396 @@
+//! Failures and limits: quota, aborted and racing uploads, shutdown, bad flags, listeners,
+//! timeouts and memory. Each test says which SPEC rule it holds the server to.
+
+mod common;
+use common::*;
+use std::io::{BufReader, Write};
+use std::time::{Duration, Instant};
+
+#[test]
+fn quota_refuses_a_declared_length_up_front() {
+    // SPEC 5.4: 507 before the body is read.
+    let s = Server::start(&["--max-size", "10000"]);
+    s.create_repo("r");
+    s.wait_log("bytes used", 10);
+    let small = random_bytes(3000, 1);
+    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&small)), &small).status, 200);
+    let big = random_bytes(9000, 2);
+    // Declare 9000 bytes but send none: the answer must come without the body.
+    let mut c = s.connect();
+    write!(
+        c,
+        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        sha256_hex(&big),
+        big.len()
+    )
+    .unwrap();
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 507);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(s.files_named("rest-server-temp").is_empty());
+}
+
+#[test]
+fn quota_cuts_off_a_chunked_body_that_grows_too_large() {
+    // SPEC 5.4 (beyond): 507, not 500, and nothing left behind.
+    let s = Server::start(&["--max-size=50KiB"]);
+    s.create_repo("r");
+    s.wait_log("bytes used", 10);
+    let body = random_bytes(200_000, 5);
+    let mut raw = format!(
+        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+        sha256_hex(&body)
+    )
+    .into_bytes();
+    for chunk in body.chunks(10_000) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let mut c = s.connect();
+    let _ = c.write_all(&raw); // the server may stop reading early
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 507);
+    assert!(s.files_named("rest-server-temp").is_empty());
+    assert!(s.files_named(&sha256_hex(&body)).is_empty());
+}
+
+#[test]
+fn quota_holds_under_eight_concurrent_uploads() {
+    // SPEC 5.4: concurrent uploads cannot overshoot together.
+    let s = Server::start(&["--max-size", "1000000"]);
+    s.create_repo("r");
+    s.wait_log("bytes used", 10);
+    let results: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| {
+                let s = &s;
+                sc.spawn(move || {
+                    let body = random_bytes(300_000, 100 + i);
+                    s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|&&c| c == 200).count();
+    assert_eq!(ok, 3, "exactly 3 x 300 kB fit under 1 MB: {results:?}");
+    assert_eq!(results.iter().filter(|&&c| c == 507).count(), 5);
+    let mut total = 0;
+    walk(&s.data, &mut |p| total += std::fs::metadata(p).unwrap().len());
+    assert!(total <= 1_000_000, "{total} bytes on disk");
+    // Deleting gives the room back.
+    let mut names = vec![];
+    walk(&s.data.join("r/data"), &mut |p| names.push(p.file_name().unwrap().to_string_lossy().into_owned()));
+    assert_eq!(s.delete(&format!("/r/data/{}", names[0])).status, 200);
+    let body = random_bytes(300_000, 999);
+    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status, 200);
+}
+
+#[test]
+fn quota_counts_what_is_already_on_disk() {
+    let dir = TempDir::new("tally");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("old")).unwrap();
+    std::fs::write(data.join("old/blob"), vec![0u8; 900]).unwrap();
+    let s = Server::start_in(dir, &["--no-auth", "--max-size", "1000"]);
+    s.wait_log("Quota: 900 of 1000 bytes used", 10);
+    s.create_repo("r");
+    let body = random_bytes(200, 1);
+    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status, 507);
+}
+
+#[test]
+fn aborted_upload_leaves_no_temp_file_and_no_object() {
+    // SPEC 5.6: client closes mid-body.
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let body = random_bytes(1 << 20, 9);
+    let id = sha256_hex(&body);
+    let mut c = s.connect();
+    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    c.write_all(&body[..body.len() / 2]).unwrap();
+    c.flush().unwrap();
+    // Wait until the temp file exists, so the abort really happens mid-upload.
+    let t = Instant::now();
+    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    let t = Instant::now();
+    while !s.files_named("rest-server-temp").is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "temp file left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(s.files_named(&id).is_empty());
+    assert_eq!(s.head(&format!("/r/data/{id}")).status, 404);
+}
+
+#[test]
+fn aborted_upload_racing_a_successful_retry_never_harms_it() {
+    // SPEC 5.7: the aborted first attempt is cleaned up after the retry has been stored.
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let body = random_bytes(2 << 20, 11);
+    let id = sha256_hex(&body);
+    let head = format!("POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut first = s.connect();
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(&body[..body.len() - 10]).unwrap();
+    // The retry completes while the first attempt is still open.
+    assert_eq!(s.post(&format!("/r/data/{id}"), &body).status, 200);
+    // Now the first attempt fails: short body, connection gone.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
+    assert!(s.files_named("rest-server-temp").is_empty());
+
+    // And the other way round: the first attempt finishes its body after the retry stored it.
+    let body2 = random_bytes(1 << 20, 12);
+    let id2 = sha256_hex(&body2);
+    let head2 = format!("POST /r/data/{id2} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body2.len());
+    let mut slow = s.connect();
+    slow.write_all(head2.as_bytes()).unwrap();
+    slow.write_all(&body2[..1000]).unwrap();
+    assert_eq!(s.post(&format!("/r/data/{id2}"), &body2).status, 200);
+    slow.write_all(&body2[1000..]).unwrap();
+    let r = read_response(&mut BufReader::new(slow), "POST");
+    assert_eq!(r.status, 200, "identical bytes: the object is there, as wanted");
+    assert_eq!(s.get(&format!("/r/data/{id2}")).body, body2);
+    assert!(s.files_named("rest-server-temp").is_empty());
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
+    let mut s = Server::start(&[]);
+    s.create_repo("r");
+    let body = random_bytes(1 << 20, 21);
+    let id = sha256_hex(&body);
+    let mut c = s.connect();
+    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    c.write_all(&body[..1000]).unwrap();
+    let t = Instant::now();
+    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.signal("TERM");
+    s.wait_log("shutting down", 5);
+    // New connections are refused once we stop accepting.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(std::net::TcpStream::connect(&s.addr).is_err());
+    c.write_all(&body[1000..]).unwrap();
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    let st = s.wait_exit(10);
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(std::fs::read(s.data.join(format!("r/data/{}/{id}", &id[..2]))).unwrap(), body);
+}
+
+#[test]
+fn sigterm_with_a_stalled_upload_exits_and_cleans_up_after_a_second_signal() {
+    let mut s = Server::start(&[]);
+    s.create_repo("r");
+    let mut c = s.connect();
+    write!(c, "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", "e".repeat(64)).unwrap();
+    c.write_all(&[0u8; 500]).unwrap();
+    let t = Instant::now();
+    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.signal("TERM");
+    s.wait_log("shutting down", 5);
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(10).code(), Some(0));
+    assert!(s.files_named("rest-server-temp").is_empty(), "temp file left at exit");
+}
+
+#[test]
+fn sighup_never_terminates() {
+    // SPEC 8: the Go server dies on SIGHUP with --no-auth; we reload.
+    let mut s = Server::start(&[]);
+    s.signal("HUP");
+    s.wait_log("SIGHUP", 5);
+    assert!(s.child.try_wait().unwrap().is_none());
+    assert_eq!(s.get("/x/config").status, 404);
+}
+
+#[test]
+fn bad_flags_exit_2_with_one_line_and_write_nothing() {
+    let dir = TempDir::new("flags");
+    let data = dir.path().join("never");
+    let path_flag = format!("--path={}", data.display());
+    for args in [
+        vec!["--bogus"],
+        vec!["positional"],
+        vec!["--max-size", "-5"],
+        vec!["--max-size", "lots"],
+        vec!["--no-auth=perhaps"],
+        vec!["--listen", "nonsense"],
+        vec!["--path"],
+        vec!["--tls"],
+    ] {
+        let mut all = vec![path_flag.as_str()];
+        all.extend(args.iter());
+        let (code, out, err) = run_cli(&all);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty());
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("rest-server: "), "{err}");
+        assert!(!data.exists(), "{args:?} touched the disk");
+    }
+    let (code, _, err) = run_cli(&[&path_flag, "--max-size", "-5"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--max-size"), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run_cli(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--path", "--listen", "--htpasswd-file", "--no-auth", "--append-only", "--max-size", "--log"] {
+        assert!(out.contains(flag), "{flag}");
+    }
+    let (code, out, _) = run_cli(&["-V"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("rest-server "));
+}
+
+#[test]
+fn missing_htpasswd_refuses_to_start() {
+    let dir = TempDir::new("nohtpasswd");
+    let data = dir.path().join("data");
+    let (code, _, err) = run_cli(&["--path", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains(".htpasswd") && err.contains("--no-auth"), "{err}");
+}
+
+#[test]
+fn unix_socket_listener() {
+    let dir = TempDir::new("unix");
+    let sock = dir.path().join("rs.sock");
+    let listen = format!("--listen=unix:{}", sock.display());
+    let s = Server::start_in(dir, &["--no-auth", &listen]);
+    assert!(s.addr.starts_with("unix:"), "{}", s.addr);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(b"POST /u/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 200);
+    assert!(s.data.join("u/keys").is_dir());
+}
+
+#[test]
+fn systemd_socket_activation() {
+    // `systemd-socket-activate` passes a listening socket as fd 3 with LISTEN_FDS=1.
+    let tool = which("systemd-socket-activate")
+        .expect("systemd-socket-activate (Debian package systemd) is needed for this test");
+    let dir = TempDir::new("sd");
+    let port = free_port();
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(tool)
+        .args(["-l", &format!("127.0.0.1:{port}"), BIN, "--no-auth", "--path"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The socket listens at once; the server is started on the first connection.
+    let t = Instant::now();
+    let status = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut c) => {
+                c.write_all(b"POST /sd/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+                break read_response(&mut BufReader::new(c), "POST").status;
+            }
+            Err(_) if t.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+    assert!(data.join("sd/keys").is_dir());
+}
+
+fn which(name: &str) -> Result<String, ()> {
+    let out = std::process::Command::new("which").arg(name).output().map_err(|_| ())?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if p.is_empty() { Err(()) } else { Ok(p) }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn many_idle_connections_do_not_block_service() {
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let idle: Vec<_> = (0..1000).map(|_| s.connect()).collect();
+    let t = Instant::now();
+    assert_eq!(s.head("/r/keys/").status, 405);
+    assert!(t.elapsed() < Duration::from_secs(10));
+    drop(idle);
+}
+
+#[test]
+fn slowloris_is_dropped() {
+    // A client that never finishes its request head is disconnected (async-h1's 60 s head
+    // limit; our own 60 s I/O inactivity limit), well before 90 s.
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "connection should be closed without an answer");
+    assert!(t.elapsed() < Duration::from_secs(90), "{:?}", t.elapsed());
+}
+
+#[test]
+fn upload_of_256_mib_keeps_memory_flat() {
+    // Issue 3: peak RSS stays under 24 MiB while a 256 MiB object streams through.
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    const LEN: usize = 256 << 20;
+    // Hash while generating, so the test itself does not hold 256 MiB either.
+    let chunk = random_bytes(1 << 20, 77);
+    let id = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for _ in 0..LEN / chunk.len() {
+            h.update(&chunk);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut c = s.connect();
+    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n").unwrap();
+    for _ in 0..LEN / chunk.len() {
+        c.write_all(&chunk).unwrap();
+    }
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 200);
+    // Download it again, too.
+    let mut c = BufReader::new(s.connect());
+    c.get_mut().write_all(format!("GET /r/data/{id} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-\r\n\r\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut c, &mut line).unwrap();
+    assert!(line.contains("206"), "{line}");
+    let mut sink = vec![0u8; 1 << 20];
+    let mut got = 0usize;
+    // Skip the head, then count body bytes.
+    loop {
+        let mut h = String::new();
+        std::io::BufRead::read_line(&mut c, &mut h).unwrap();
+        if h.trim().is_empty() { break; }
+    }
+    while got < LEN {
+        let n = std::io::Read::read(&mut c, &mut sink).unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    let hwm = s.proc_status_kib("VmHWM");
+    eprintln!("peak RSS {hwm} KiB");
+    assert!(hwm < 24 * 1024, "peak RSS {hwm} KiB");
+}
