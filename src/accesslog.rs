@@ -68,7 +68,9 @@ impl AccessLog {
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog").field("path", &self.path).finish()
+        f.debug_struct("AccessLog")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -82,7 +84,13 @@ fn open_append(path: &PathBuf) -> io::Result<File> {
 
 /// `host - user [10/Oct/2000:13:55:36 +0000] "GET /path HTTP/1.1" 200 2326 "referer" "agent"`
 fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
-    let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     format!(
         "{} - {} [{}] \"{} {} HTTP/1.1\" {} {} \"{}\" \"{}\"\n",
         dash(e.host),

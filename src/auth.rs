@@ -220,14 +220,20 @@ fn parse(text: &str) -> (Users, Vec<String>) {
 
 fn parse_hash(stored: &str) -> Result<Hash, &'static str> {
     use base64::Engine as _;
-    if ["$2a$", "$2b$", "$2y$"].iter().any(|p| stored.starts_with(p)) {
+    if ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|p| stored.starts_with(p))
+    {
         return Ok(Hash::Bcrypt(stored.to_owned()));
     }
     if let Some(b64) = stored.strip_prefix("{SHA}") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| "malformed {SHA} hash")?;
-        return bytes.try_into().map(Hash::Sha1).map_err(|_| "malformed {SHA} hash");
+        return bytes
+            .try_into()
+            .map(Hash::Sha1)
+            .map_err(|_| "malformed {SHA} hash");
     }
     if stored.starts_with('$') {
         return Err("unsupported hash format (use bcrypt: htpasswd -B)");
@@ -283,7 +289,11 @@ frank:{SHA}not-base64!
         assert_eq!(names, ["alice", "bob", "eve@host.example"]);
         assert_eq!(warnings.len(), 5, "{warnings:#?}");
         assert!(warnings.iter().any(|w| w.contains("\"carol\"")));
-        assert!(warnings.iter().all(|w| !w.contains("plaintext") && !w.contains("abJngg")));
+        assert!(
+            warnings
+                .iter()
+                .all(|w| !w.contains("plaintext") && !w.contains("abJngg"))
+        );
     }
 
     #[test]

@@ -176,8 +176,20 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         }
     }
     // Like Go, a repeated flag takes its last value.
-    let flag = |n: &str| bools.iter().rev().find(|(f, _)| *f == n).is_some_and(|b| b.1);
-    let value = |n: &str| values.iter().rev().find(|(f, _)| *f == n).map(|v| v.1.clone());
+    let flag = |n: &str| {
+        bools
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == n)
+            .is_some_and(|b| b.1)
+    };
+    let value = |n: &str| {
+        values
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == n)
+            .map(|v| v.1.clone())
+    };
     if flag("help") {
         return Ok(Command::Help);
     }
@@ -263,9 +275,8 @@ fn parse_listen(addr: &str) -> Result<Listen, String> {
         }
         return Ok(Listen::Unix(PathBuf::from(path)));
     }
-    let bad = || {
-        format!("invalid value {addr:?} for --listen: expected host:port, :port or unix:/path")
-    };
+    let bad =
+        || format!("invalid value {addr:?} for --listen: expected host:port, :port or unix:/path");
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;
     // An IPv6 literal must be bracketed, or "::1:80" would be ambiguous.
@@ -354,7 +365,10 @@ mod tests {
     #[test]
     fn listen_forms() {
         for ok in [":8000", "0.0.0.0:1", "[::1]:8000", "localhost:80", "[::]:0"] {
-            assert_eq!(serve(&["--listen", ok]).unwrap().listen, Listen::Tcp(ok.into()));
+            assert_eq!(
+                serve(&["--listen", ok]).unwrap().listen,
+                Listen::Tcp(ok.into())
+            );
         }
         assert_eq!(
             serve(&["--listen=unix:/run/rs.sock"]).unwrap().listen,
@@ -384,7 +398,11 @@ mod tests {
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
         }
         assert!(serve(&["--bogus"]).unwrap_err().contains("--bogus"));
-        assert!(serve(&["--max-size", "-5"]).unwrap_err().contains("--max-size"));
+        assert!(
+            serve(&["--max-size", "-5"])
+                .unwrap_err()
+                .contains("--max-size")
+        );
     }
 
     #[test]
@@ -399,7 +417,10 @@ mod tests {
     #[test]
     fn help_lists_every_flag() {
         for (name, _) in FLAGS {
-            assert!(HELP.contains(&format!("--{name}")), "--help misses --{name}");
+            assert!(
+                HELP.contains(&format!("--{name}")),
+                "--help misses --{name}"
+            );
         }
     }
 
@@ -415,7 +436,16 @@ mod tests {
         assert_eq!(parse_size("2T"), Some(2_000_000_000_000));
         assert_eq!(parse_size("2tib"), Some(2 << 40));
         assert_eq!(parse_size("5B"), Some(5));
-        for bad in ["", "-1", "G", "1.5G", "10X", "10iB", "99999999999999999999", "20000000TiB"] {
+        for bad in [
+            "",
+            "-1",
+            "G",
+            "1.5G",
+            "10X",
+            "10iB",
+            "99999999999999999999",
+            "20000000TiB",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad}");
         }
     }

@@ -6,15 +6,15 @@ use crate::accesslog::{AccessLog, Entry};
 use crate::auth::Auth;
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
-use crate::http::{parse_basic, parse_range, status_response, Range};
+use crate::http::{Range, parse_basic, parse_range, status_response};
 use crate::quota::Quota;
 use crate::repo::Repos;
 use crate::route::{self, File, Kind, Op, RepoPath, Route};
 use crate::upload::{self, Stored, TempObject};
 use http_types::{Body, Request, Response, StatusCode};
 use smol::io::BufReader;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
@@ -210,7 +210,9 @@ fn path_of(st: &State, repo: &RepoPath, file: &File) -> std::path::PathBuf {
 async fn create(st: &State, repo: &RepoPath, req: &Request) -> Result<Response, Error> {
     let create = req.url().query_pairs().find(|(k, _)| k == "create");
     if create.is_none_or(|(_, v)| v != "true") {
-        return Err(Error::BadRequest("POST on a repository without ?create=true"));
+        return Err(Error::BadRequest(
+            "POST on a repository without ?create=true",
+        ));
     }
     st.repos.create(repo).await?;
     log::info!("created repository /{}", repo.joined());
@@ -218,8 +220,14 @@ async fn create(st: &State, repo: &RepoPath, req: &Request) -> Result<Response, 
 }
 
 async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<Response, Error> {
-    let v2 = req.header("Accept").is_some_and(|a| a.as_str().contains(V2_MEDIA_TYPE));
-    let listing = st.repos.list(repo, kind, v2).await?.ok_or(Error::NotFound)?;
+    let v2 = req
+        .header("Accept")
+        .is_some_and(|a| a.as_str().contains(V2_MEDIA_TYPE));
+    let listing = st
+        .repos
+        .list(repo, kind, v2)
+        .await?
+        .ok_or(Error::NotFound)?;
     let mut res = ok();
     // No length: the JSON is produced while it is sent (chunked), so a 100 000-object
     // listing starts at once and needs no more memory than one chunk.
@@ -232,7 +240,11 @@ async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<
 }
 
 async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
-    let size = st.repos.size(&path_of(st, repo, file)).await?.ok_or(Error::NotFound)?;
+    let size = st
+        .repos
+        .size(&path_of(st, repo, file))
+        .await?
+        .ok_or(Error::NotFound)?;
     let mut res = ok();
     // A body that is never sent (HEAD) but gives the Content-Length.
     res.set_body(Body::from_reader(smol::io::empty(), Some(size as usize)));
@@ -241,7 +253,11 @@ async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Erro
 }
 
 async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<Response, Error> {
-    let (f, size) = st.repos.open(&path_of(st, repo, file)).await?.ok_or(Error::NotFound)?;
+    let (f, size) = st
+        .repos
+        .open(&path_of(st, repo, file))
+        .await?
+        .ok_or(Error::NotFound)?;
     let range = parse_range(req.header("Range").map(|v| v.as_str()), size);
     let (mut res, start, len) = match range {
         Range::Full => (ok(), 0, size),
@@ -253,13 +269,21 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
         Range::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
     };
     let reader = Repos::stream(f, start, len)?;
-    res.set_body(Body::from_reader(BufReader::new(reader), Some(len as usize)));
+    res.set_body(Body::from_reader(
+        BufReader::new(reader),
+        Some(len as usize),
+    ));
     res.insert_header("Accept-Ranges", "bytes");
     res.insert_header("Content-Type", "application/octet-stream");
     Ok(res)
 }
 
-async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Result<Response, Error> {
+async fn save(
+    st: &State,
+    repo: &RepoPath,
+    file: &File,
+    req: &mut Request,
+) -> Result<Response, Error> {
     let path = path_of(st, repo, file);
     let declared = req.len().map(|n| n as u64);
     // The config is not content-addressed: it is stored atomically but never hashed.
@@ -280,11 +304,10 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     }
     // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
-        Some(q) => Some(
-            q.reserve(declared.unwrap_or(0))
-                .await
-                .map_err(|_| Error::QuotaExceeded)?,
-        ),
+        Some(q) => Some(q.reserve(declared.unwrap_or(0)).await.map_err(|_| {
+            log::debug!("quota: {} of {} bytes used", q.used(), q.limit());
+            Error::QuotaExceeded
+        })?),
         None => None,
     };
     let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
@@ -303,6 +326,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         Stored::AlreadyThere if verify => {}
         Stored::AlreadyThere => return Err(Error::Forbidden("object exists")),
     }
+    log::debug!("stored {} bytes in /{}", got.len, repo.joined());
     Ok(ok())
 }
 

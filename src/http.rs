@@ -74,7 +74,10 @@ pub(crate) fn parse_basic(header: &str) -> Option<(String, String)> {
 /// A response whose body is the status text, as the Go server's `http.Error` sends.
 pub(crate) fn status_response(status: StatusCode) -> Response {
     let mut res = Response::new(status);
-    res.set_body(Body::from_string(format!("{}\n", status.canonical_reason())));
+    res.set_body(Body::from_string(format!(
+        "{}\n",
+        status.canonical_reason()
+    )));
     res.insert_header("Content-Type", "text/plain; charset=utf-8");
     res
 }

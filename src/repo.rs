@@ -108,7 +108,6 @@ impl Repos {
         .await
     }
 
-
     /// Size of a regular file, `None` if it does not exist.
     pub(crate) async fn size(&self, path: &Path) -> io::Result<Option<u64>> {
         let path = path.to_owned();
@@ -131,13 +130,17 @@ impl Repos {
                 Err(e) => return Err(e),
             };
             let meta = file.metadata()?;
-            Ok(meta.is_file().then(|| (file, meta.len())))
+            Ok(meta.is_file().then_some((file, meta.len())))
         })
         .await
     }
 
     /// Streams `len` bytes of `file` from `start`, read on a blocking thread in large chunks.
-    pub(crate) fn stream(mut file: File, start: u64, len: u64) -> io::Result<Unblock<io::Take<File>>> {
+    pub(crate) fn stream(
+        mut file: File,
+        start: u64,
+        len: u64,
+    ) -> io::Result<Unblock<io::Take<File>>> {
         // lseek only moves the offset; it never waits for the disk.
         file.seek(SeekFrom::Start(start))?;
         Ok(Unblock::with_capacity(READ_CHUNK, file.take(len)))
@@ -196,7 +199,12 @@ impl Repos {
     /// written, only its durability on power loss is weaker there.
     pub(crate) fn tolerate_no_fsync(&self, synced: io::Result<()>, what: &Path) -> io::Result<()> {
         match synced {
-            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+                ) =>
+            {
                 if !self.fsync_warned.swap(true, Ordering::Relaxed) {
                     log::warn!(
                         "fsync is not supported on the file system of {}: uploads are not protected against power loss ({e})",
@@ -213,7 +221,11 @@ impl Repos {
 /// Creates `dir` (and with `recursive` its missing parents) with `mode`; an existing
 /// directory is fine.
 pub(crate) fn make_dir(dir: &Path, mode: u32, recursive: bool) -> io::Result<()> {
-    match DirBuilder::new().recursive(recursive).mode(mode).create(dir) {
+    match DirBuilder::new()
+        .recursive(recursive)
+        .mode(mode)
+        .create(dir)
+    {
         // The umask may have removed group bits from a 0770 directory: put them back.
         Ok(()) if mode != DIR_MODE => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
@@ -340,10 +352,20 @@ mod tests {
         fs::create_dir(dir.join("c".repeat(64))).unwrap();
 
         let v1 = read_all(Listing::new(vec![dir.clone(), dir.join("missing")], false));
-        assert!(v1 == format!("[\"{id_a}\",\"{id_b}\"]\n") || v1 == format!("[\"{id_b}\",\"{id_a}\"]\n"), "{v1}");
+        assert!(
+            v1 == format!("[\"{id_a}\",\"{id_b}\"]\n")
+                || v1 == format!("[\"{id_b}\",\"{id_a}\"]\n"),
+            "{v1}"
+        );
         let v2 = read_all(Listing::new(vec![dir.clone()], true));
-        assert!(v2.contains(&format!(r#"{{"name":"{id_a}","size":3}}"#)), "{v2}");
-        assert!(v2.contains(&format!(r#"{{"name":"{id_b}","size":0}}"#)), "{v2}");
+        assert!(
+            v2.contains(&format!(r#"{{"name":"{id_a}","size":3}}"#)),
+            "{v2}"
+        );
+        assert!(
+            v2.contains(&format!(r#"{{"name":"{id_b}","size":0}}"#)),
+            "{v2}"
+        );
         assert_eq!(read_all(Listing::new(vec![], true)), "[]\n");
         fs::remove_dir_all(&dir).unwrap();
     }

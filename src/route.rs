@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(repo("GET", "/config").unwrap().1, Op::Get(File::Config));
         assert_eq!(repo("HEAD", "/config").unwrap().1, Op::Head(File::Config));
         assert_eq!(repo("POST", "/config").unwrap().1, Op::Save(File::Config));
-        assert_eq!(repo("DELETE", "/config").unwrap().1, Op::Delete(File::Config));
+        assert_eq!(
+            repo("DELETE", "/config").unwrap().1,
+            Op::Delete(File::Config)
+        );
         assert_eq!(repo("GET", "/data/").unwrap().1, Op::List(Kind::Data));
         assert_eq!(
             repo("DELETE", &format!("/locks/{ID}")).unwrap(),
@@ -250,7 +253,10 @@ mod tests {
         assert_eq!(repo("GET", "/keys/").unwrap().0, Vec::<String>::new());
         assert_eq!(repo("GET", "/alice/config").unwrap().0, vec!["alice"]);
         // A segment that decodes to a type name is that type, as in Go.
-        assert_eq!(repo("GET", "/alice/%64ata/").unwrap().1, Op::List(Kind::Data));
+        assert_eq!(
+            repo("GET", "/alice/%64ata/").unwrap().1,
+            Op::List(Kind::Data)
+        );
     }
 
     #[test]
@@ -302,7 +308,10 @@ mod tests {
         assert_eq!(allow("POST", "/data/"), "GET");
         assert_eq!(allow("HEAD", "/data/"), "GET");
         assert_eq!(allow("PUT", "/config"), "HEAD, GET, POST, DELETE");
-        assert_eq!(allow("PATCH", &format!("/data/{ID}")), "HEAD, GET, POST, DELETE");
+        assert_eq!(
+            allow("PATCH", &format!("/data/{ID}")),
+            "HEAD, GET, POST, DELETE"
+        );
         assert_eq!(allow("POST", "/metrics"), "GET");
     }
 

@@ -6,18 +6,18 @@ use crate::cli::{Config, Listen};
 use crate::handler::{self, State};
 use async_signal::{Signal, Signals};
 use smol::future::FutureExt as _;
-use smol::stream::StreamExt as _;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::net::unix::UnixListener;
 use smol::net::TcpListener;
+use smol::net::unix::UnixListener;
+use smol::stream::StreamExt as _;
 use smol::{Executor, Timer};
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,9 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
                 Listener::Unix(l, _) => Event::Unix(l.accept().await.map(|(s, _)| s)),
             }
         };
-        let event = accepted.or(async { Event::Signal(signals.next().await) }).await;
+        let event = accepted
+            .or(async { Event::Signal(signals.next().await) })
+            .await;
         match event {
             Event::Tcp(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
@@ -107,7 +109,8 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
                     .detach();
             }
             Event::Unix(Ok(stream)) => {
-                ex.spawn(connection(stream, "unix".into(), state.clone())).detach();
+                ex.spawn(connection(stream, "unix".into(), state.clone()))
+                    .detach();
             }
             Event::Tcp(Err(e)) | Event::Unix(Err(e)) => {
                 log::warn!("accept failed: {e}");
@@ -139,14 +142,14 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
             log::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: exiting anyway");
             break;
         }
-        let second_signal = async {
-            matches!(signals.next().await, Some(Ok(Signal::Int | Signal::Term)))
-        };
-        if second_signal.or(async {
-            Timer::after(Duration::from_millis(20)).await;
-            false
-        })
-        .await
+        let second_signal =
+            async { matches!(signals.next().await, Some(Ok(Signal::Int | Signal::Term))) };
+        if second_signal
+            .or(async {
+                Timer::after(Duration::from_millis(20)).await;
+                false
+            })
+            .await
         {
             log::warn!("second signal: exiting without waiting for requests in flight");
             break;
@@ -158,7 +161,8 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
 fn bind(listen: &Listen) -> Result<Listener, String> {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() > 0 {
-        let bad = |e: io::Error| format!("cannot use the socket passed by systemd (LISTEN_FDS): {e}");
+        let bad =
+            |e: io::Error| format!("cannot use the socket passed by systemd (LISTEN_FDS): {e}");
         if let Ok(Some(l)) = fds.take_tcp_listener(0) {
             let l = TcpListener::try_from(l).map_err(bad)?;
             log::info!("start server on {} (socket from systemd)", addr_of(&l));
@@ -197,7 +201,8 @@ fn bind(listen: &Listen) -> Result<Listener, String> {
 }
 
 fn addr_of(l: &TcpListener) -> String {
-    l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+    l.local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
 }
 
 /// Serves one connection: requests one after another until the client or we close it.
@@ -218,7 +223,10 @@ where
             busy.store(true, Ordering::Relaxed);
             async move {
                 let res = handler::handle(&state, &peer, req).await;
-                if res.header("Connection").is_some_and(|c| c.as_str() == "close") {
+                if res
+                    .header("Connection")
+                    .is_some_and(|c| c.as_str() == "close")
+                {
                     // Stop async-h1 from draining an unread body: reads now see EOF.
                     stop_reading.store(true, Ordering::Relaxed);
                 }

@@ -8,10 +8,10 @@
 
 use crate::error::Error;
 use crate::quota::Reservation;
-use crate::repo::{make_dir, Repos};
+use crate::repo::{Repos, make_dir};
 use sha2::{Digest, Sha256};
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::Unblock;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -91,10 +91,10 @@ impl Drop for TempPath {
     fn drop(&mut self) {
         if let Some(p) = self.0.take() {
             // The temp name is ours alone (O_EXCL, random): removing it cannot hit anyone else.
-            if let Err(e) = fs::remove_file(&p) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    log::warn!("cannot remove temp file {}: {e}", p.display());
-                }
+            if let Err(e) = fs::remove_file(&p)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                log::warn!("cannot remove temp file {}: {e}", p.display());
             }
         }
     }
@@ -119,10 +119,15 @@ impl TempObject {
         let (mode, dir_mode) = (repos.file_mode(), repos.dir_mode());
         let t = target.clone();
         let (file, temp) = smol::unblock(move || -> io::Result<(File, PathBuf)> {
-            let name = t.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = t
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let mut made_dir = false;
             loop {
-                let temp = t.with_file_name(format!("{name}{TEMP_MARKER}{:016x}", fastrand::u64(..)));
+                let temp =
+                    t.with_file_name(format!("{name}{TEMP_MARKER}{:016x}", fastrand::u64(..)));
                 let opened = OpenOptions::new()
                     .write(true)
                     .create_new(true) // O_EXCL: never open someone else's file
@@ -207,7 +212,10 @@ fn publish(temp: &Path, target: &Path) -> io::Result<Stored> {
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Stored::AlreadyThere),
         Err(e) => {
-            log::debug!("hard link not possible ({e}), publishing {} by rename", target.display());
+            log::debug!(
+                "hard link not possible ({e}), publishing {} by rename",
+                target.display()
+            );
             if fs::symlink_metadata(target).is_ok() {
                 return Ok(Stored::AlreadyThere);
             }

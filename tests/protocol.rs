@@ -15,9 +15,22 @@ fn obj(data: &[u8]) -> String {
 fn create_repo_is_idempotent_and_needs_create_true() {
     let s = Server::start(&[]);
     assert_eq!(s.post("/alice/laptop/?create=true", b"").status, 200);
-    assert_eq!(s.post("/alice/laptop/?create=true", b"").status, 200, "idempotent");
+    assert_eq!(
+        s.post("/alice/laptop/?create=true", b"").status,
+        200,
+        "idempotent"
+    );
     let repo = s.data.join("alice/laptop");
-    for d in ["data", "index", "keys", "locks", "snapshots", "data/00", "data/ff", "data/7a"] {
+    for d in [
+        "data",
+        "index",
+        "keys",
+        "locks",
+        "snapshots",
+        "data/00",
+        "data/ff",
+        "data/7a",
+    ] {
         assert!(repo.join(d).is_dir(), "{d} missing");
     }
     assert_eq!(std::fs::read_dir(repo.join("data")).unwrap().count(), 256);
@@ -50,7 +63,11 @@ fn config_operations() {
     assert_eq!(s.get("/r/config").body, b"cfg-v1");
     assert_eq!(s.delete("/r/config").status, 200);
     assert_eq!(s.get("/r/config").status, 404);
-    assert_eq!(s.delete("/r/config").status, 200, "deleting a missing config is 200");
+    assert_eq!(
+        s.delete("/r/config").status,
+        200,
+        "deleting a missing config is 200"
+    );
     let r = s.req("PUT", "/r/config").send();
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("HEAD, GET, POST, DELETE"));
@@ -69,7 +86,10 @@ fn config_in_a_repo_that_does_not_exist_is_404() {
 fn object_operations_for_every_type() {
     let s = Server::start(&[]);
     s.create_repo("a/b");
-    for (i, kind) in ["data", "index", "keys", "locks", "snapshots"].iter().enumerate() {
+    for (i, kind) in ["data", "index", "keys", "locks", "snapshots"]
+        .iter()
+        .enumerate()
+    {
         let body = random_bytes(1000 + i, i as u64);
         let id = obj(&body);
         let path = format!("/a/b/{kind}/{id}");
@@ -84,7 +104,10 @@ fn object_operations_for_every_type() {
         assert_eq!(std::fs::read(&on_disk).unwrap(), body);
         let h = s.head(&path);
         assert_eq!(h.status, 200);
-        assert_eq!(h.header("content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(
+            h.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
         let g = s.get(&path);
         assert_eq!(g.status, 200);
         assert_eq!(g.body, body);
@@ -132,7 +155,11 @@ fn listings_v1_and_v2() {
     for i in 0..5u64 {
         let body = random_bytes(10 + i as usize, i);
         ids.push((obj(&body), body.len()));
-        assert_eq!(s.post(&format!("/r/data/{}", ids.last().unwrap().0), &body).status, 200);
+        assert_eq!(
+            s.post(&format!("/r/data/{}", ids.last().unwrap().0), &body)
+                .status,
+            200
+        );
     }
     // Stray files are never listed: a temp file of an upload in flight, junk, a file directly in data/.
     let sub = s.data.join(format!("r/data/{}", &ids[0].0[..2]));
@@ -153,7 +180,10 @@ fn listings_v1_and_v2() {
     assert_eq!(v2.header("content-type"), Some(V2));
     let text = v2.text();
     for (id, len) in &ids {
-        assert!(text.contains(&format!(r#"{{"name":"{id}","size":{len}}}"#)), "{text}");
+        assert!(
+            text.contains(&format!(r#"{{"name":"{id}","size":{len}}}"#)),
+            "{text}"
+        );
     }
     assert_eq!(text.matches("\"name\"").count(), 5);
     // Missing type dir (repo never created): 404.
@@ -195,7 +225,11 @@ fn ranges_as_restic_sends_them() {
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), Some("bytes */10000"));
     let r = s.req("GET", &path).header("Range", "bytes=0-1,5-6").send();
-    assert_eq!((r.status, r.body.len()), (200, 10_000), "multi-range: whole body");
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 10_000),
+        "multi-range: whole body"
+    );
 }
 
 #[test]
@@ -245,7 +279,11 @@ fn hash_mismatch_is_400_and_leaves_nothing() {
     s.create_repo("r");
     let id = "d".repeat(64);
     for kind in ["data", "keys", "snapshots"] {
-        assert_eq!(s.post(&format!("/r/{kind}/{id}"), b"not the right bytes").status, 400);
+        assert_eq!(
+            s.post(&format!("/r/{kind}/{id}"), b"not the right bytes")
+                .status,
+            400
+        );
     }
     assert!(s.files_named(&id).is_empty(), "{:?}", s.files_named(&id));
 }
@@ -254,7 +292,10 @@ fn hash_mismatch_is_400_and_leaves_nothing() {
 fn upload_to_a_repo_that_does_not_exist_is_404() {
     let s = Server::start(&[]);
     let body = b"x";
-    assert_eq!(s.post(&format!("/ghost/data/{}", obj(body)), body).status, 404);
+    assert_eq!(
+        s.post(&format!("/ghost/data/{}", obj(body)), body).status,
+        404
+    );
     assert!(!s.data.join("ghost").exists());
 }
 
@@ -275,10 +316,9 @@ fn chunked_upload_is_accepted() {
     s.create_repo("r");
     let body = random_bytes(70_000, 3);
     let id = obj(&body);
-    let mut raw = format!(
-        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut raw =
+        format!("POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
     for chunk in body.chunks(30_000) {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(chunk);
@@ -297,7 +337,11 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     s.post("/r/config", b"c");
     let mut c = std::io::BufReader::new(s.connect());
     for _ in 0..50 {
-        let r = exchange(&mut c, b"HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n", "HEAD");
+        let r = exchange(
+            &mut c,
+            b"HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n",
+            "HEAD",
+        );
         assert_eq!(r.status, 200);
     }
 }
@@ -310,7 +354,13 @@ fn file_modes_default_private() {
     let id = obj(body);
     s.post(&format!("/r/data/{id}"), body);
     s.post("/r/config", b"c");
-    let mode = |p: &str| std::fs::metadata(s.data.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(s.data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("r"), 0o700);
     assert_eq!(mode("r/data"), 0o700);
     assert_eq!(mode("r/data/00"), 0o700);
@@ -327,10 +377,20 @@ fn file_modes_group_accessible() {
     std::fs::remove_dir(s.data.join(format!("r/data/{}", &id[..2]))).unwrap();
     s.post(&format!("/r/data/{id}"), body);
     s.post("/r/config", b"c");
-    let mode = |p: &str| std::fs::metadata(s.data.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(s.data.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("r"), 0o770);
     assert_eq!(mode("r/keys"), 0o770);
-    assert_eq!(mode(&format!("r/data/{}", &id[..2])), 0o770, "on-demand dir");
+    assert_eq!(
+        mode(&format!("r/data/{}", &id[..2])),
+        0o770,
+        "on-demand dir"
+    );
     assert_eq!(mode("r/config"), 0o660);
     assert_eq!(mode(&format!("r/data/{}/{id}", &id[..2])), 0o660);
 }
@@ -347,7 +407,11 @@ fn append_only_allows_uploads_and_lock_deletes_only() {
     }
     for kind in ["data", "index", "keys", "snapshots"] {
         assert_eq!(s.delete(&format!("/r/{kind}/{id}")).status, 403, "{kind}");
-        assert_eq!(s.head(&format!("/r/{kind}/{id}")).status, 200, "{kind} still there");
+        assert_eq!(
+            s.head(&format!("/r/{kind}/{id}")).status,
+            200,
+            "{kind} still there"
+        );
     }
     assert_eq!(s.delete("/r/config").status, 403);
     assert_eq!(s.get("/r/config").body, b"c");

@@ -13,7 +13,11 @@ fn quota_refuses_a_declared_length_up_front() {
     s.create_repo("r");
     s.wait_log("bytes used", 10);
     let small = random_bytes(3000, 1);
-    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&small)), &small).status, 200);
+    assert_eq!(
+        s.post(&format!("/r/data/{}", sha256_hex(&small)), &small)
+            .status,
+        200
+    );
     let big = random_bytes(9000, 2);
     // Declare 9000 bytes but send none: the answer must come without the body.
     let mut c = s.connect();
@@ -68,7 +72,8 @@ fn quota_holds_under_eight_concurrent_uploads() {
                 let s = &s;
                 sc.spawn(move || {
                     let body = random_bytes(300_000, 100 + i);
-                    s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status
+                    s.post(&format!("/r/data/{}", sha256_hex(&body)), &body)
+                        .status
                 })
             })
             .collect();
@@ -78,14 +83,22 @@ fn quota_holds_under_eight_concurrent_uploads() {
     assert_eq!(ok, 3, "exactly 3 x 300 kB fit under 1 MB: {results:?}");
     assert_eq!(results.iter().filter(|&&c| c == 507).count(), 5);
     let mut total = 0;
-    walk(&s.data, &mut |p| total += std::fs::metadata(p).unwrap().len());
+    walk(&s.data, &mut |p| {
+        total += std::fs::metadata(p).unwrap().len()
+    });
     assert!(total <= 1_000_000, "{total} bytes on disk");
     // Deleting gives the room back.
     let mut names = vec![];
-    walk(&s.data.join("r/data"), &mut |p| names.push(p.file_name().unwrap().to_string_lossy().into_owned()));
+    walk(&s.data.join("r/data"), &mut |p| {
+        names.push(p.file_name().unwrap().to_string_lossy().into_owned())
+    });
     assert_eq!(s.delete(&format!("/r/data/{}", names[0])).status, 200);
     let body = random_bytes(300_000, 999);
-    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status, 200);
+    assert_eq!(
+        s.post(&format!("/r/data/{}", sha256_hex(&body)), &body)
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -98,7 +111,11 @@ fn quota_counts_what_is_already_on_disk() {
     s.wait_log("Quota: 900 of 1000 bytes used", 10);
     s.create_repo("r");
     let body = random_bytes(200, 1);
-    assert_eq!(s.post(&format!("/r/data/{}", sha256_hex(&body)), &body).status, 507);
+    assert_eq!(
+        s.post(&format!("/r/data/{}", sha256_hex(&body)), &body)
+            .status,
+        507
+    );
 }
 
 #[test]
@@ -109,7 +126,12 @@ fn aborted_upload_leaves_no_temp_file_and_no_object() {
     let body = random_bytes(1 << 20, 9);
     let id = sha256_hex(&body);
     let mut c = s.connect();
-    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        c,
+        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     c.write_all(&body[..body.len() / 2]).unwrap();
     c.flush().unwrap();
     // Wait until the temp file exists, so the abort really happens mid-upload.
@@ -120,7 +142,10 @@ fn aborted_upload_leaves_no_temp_file_and_no_object() {
     drop(c);
     let t = Instant::now();
     while !s.files_named("rest-server-temp").is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "temp file left behind");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "temp file left behind"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(s.files_named(&id).is_empty());
@@ -134,7 +159,10 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     s.create_repo("r");
     let body = random_bytes(2 << 20, 11);
     let id = sha256_hex(&body);
-    let head = format!("POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     let mut first = s.connect();
     first.write_all(head.as_bytes()).unwrap();
     first.write_all(&body[..body.len() - 10]).unwrap();
@@ -149,14 +177,20 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     // And the other way round: the first attempt finishes its body after the retry stored it.
     let body2 = random_bytes(1 << 20, 12);
     let id2 = sha256_hex(&body2);
-    let head2 = format!("POST /r/data/{id2} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body2.len());
+    let head2 = format!(
+        "POST /r/data/{id2} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body2.len()
+    );
     let mut slow = s.connect();
     slow.write_all(head2.as_bytes()).unwrap();
     slow.write_all(&body2[..1000]).unwrap();
     assert_eq!(s.post(&format!("/r/data/{id2}"), &body2).status, 200);
     slow.write_all(&body2[1000..]).unwrap();
     let r = read_response(&mut BufReader::new(slow), "POST");
-    assert_eq!(r.status, 200, "identical bytes: the object is there, as wanted");
+    assert_eq!(
+        r.status, 200,
+        "identical bytes: the object is there, as wanted"
+    );
     assert_eq!(s.get(&format!("/r/data/{id2}")).body, body2);
     assert!(s.files_named("rest-server-temp").is_empty());
 }
@@ -168,7 +202,12 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     let body = random_bytes(1 << 20, 21);
     let id = sha256_hex(&body);
     let mut c = s.connect();
-    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    write!(
+        c,
+        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
     c.write_all(&body[..1000]).unwrap();
     let t = Instant::now();
     while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
@@ -185,7 +224,10 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     assert_eq!(r.header("connection"), Some("close"));
     let st = s.wait_exit(10);
     assert_eq!(st.code(), Some(0));
-    assert_eq!(std::fs::read(s.data.join(format!("r/data/{}/{id}", &id[..2]))).unwrap(), body);
+    assert_eq!(
+        std::fs::read(s.data.join(format!("r/data/{}/{id}", &id[..2]))).unwrap(),
+        body
+    );
 }
 
 #[test]
@@ -193,7 +235,12 @@ fn sigterm_with_a_stalled_upload_exits_and_cleans_up_after_a_second_signal() {
     let mut s = Server::start(&[]);
     s.create_repo("r");
     let mut c = s.connect();
-    write!(c, "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", "e".repeat(64)).unwrap();
+    write!(
+        c,
+        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
+        "e".repeat(64)
+    )
+    .unwrap();
     c.write_all(&[0u8; 500]).unwrap();
     let t = Instant::now();
     while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
@@ -203,7 +250,10 @@ fn sigterm_with_a_stalled_upload_exits_and_cleans_up_after_a_second_signal() {
     s.wait_log("shutting down", 5);
     s.signal("TERM");
     assert_eq!(s.wait_exit(10).code(), Some(0));
-    assert!(s.files_named("rest-server-temp").is_empty(), "temp file left at exit");
+    assert!(
+        s.files_named("rest-server-temp").is_empty(),
+        "temp file left at exit"
+    );
 }
 
 #[test]
@@ -249,7 +299,15 @@ fn bad_flags_exit_2_with_one_line_and_write_nothing() {
 fn help_and_version() {
     let (code, out, _) = run_cli(&["--help"]);
     assert_eq!(code, 0);
-    for flag in ["--path", "--listen", "--htpasswd-file", "--no-auth", "--append-only", "--max-size", "--log"] {
+    for flag in [
+        "--path",
+        "--listen",
+        "--htpasswd-file",
+        "--no-auth",
+        "--append-only",
+        "--max-size",
+        "--log",
+    ] {
         assert!(out.contains(flag), "{flag}");
     }
     let (code, out, _) = run_cli(&["-V"]);
@@ -263,7 +321,10 @@ fn missing_htpasswd_refuses_to_start() {
     let data = dir.path().join("data");
     let (code, _, err) = run_cli(&["--path", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert_eq!(code, 2);
-    assert!(err.contains(".htpasswd") && err.contains("--no-auth"), "{err}");
+    assert!(
+        err.contains(".htpasswd") && err.contains("--no-auth"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -274,7 +335,8 @@ fn unix_socket_listener() {
     let s = Server::start_in(dir, &["--no-auth", &listen]);
     assert!(s.addr.starts_with("unix:"), "{}", s.addr);
     let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    c.write_all(b"POST /u/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+    c.write_all(b"POST /u/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut BufReader::new(c), "POST");
     assert_eq!(r.status, 200);
     assert!(s.data.join("u/keys").is_dir());
@@ -289,7 +351,13 @@ fn systemd_socket_activation() {
     let port = free_port();
     let data = dir.path().join("data");
     let mut child = std::process::Command::new(tool)
-        .args(["-l", &format!("127.0.0.1:{port}"), BIN, "--no-auth", "--path"])
+        .args([
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            BIN,
+            "--no-auth",
+            "--path",
+        ])
         .arg(&data)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -299,10 +367,15 @@ fn systemd_socket_activation() {
     let status = loop {
         match std::net::TcpStream::connect(("127.0.0.1", port)) {
             Ok(mut c) => {
-                c.write_all(b"POST /sd/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").unwrap();
+                c.write_all(
+                    b"POST /sd/?create=true HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                )
+                .unwrap();
                 break read_response(&mut BufReader::new(c), "POST").status;
             }
-            Err(_) if t.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Err(e) => panic!("{e}"),
         }
     };
@@ -313,13 +386,20 @@ fn systemd_socket_activation() {
 }
 
 fn which(name: &str) -> Result<String, ()> {
-    let out = std::process::Command::new("which").arg(name).output().map_err(|_| ())?;
+    let out = std::process::Command::new("which")
+        .arg(name)
+        .output()
+        .map_err(|_| ())?;
     let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if p.is_empty() { Err(()) } else { Ok(p) }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -340,7 +420,8 @@ fn slowloris_is_dropped() {
     let s = Server::start(&[]);
     let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let t = Instant::now();
     let mut buf = [0u8; 64];
     let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
@@ -362,10 +443,17 @@ fn upload_of_256_mib_keeps_memory_flat() {
         for _ in 0..LEN / chunk.len() {
             h.update(&chunk);
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let mut c = s.connect();
-    write!(c, "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n").unwrap();
+    write!(
+        c,
+        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n"
+    )
+    .unwrap();
     for _ in 0..LEN / chunk.len() {
         c.write_all(&chunk).unwrap();
     }
@@ -373,7 +461,11 @@ fn upload_of_256_mib_keeps_memory_flat() {
     assert_eq!(r.status, 200);
     // Download it again, too.
     let mut c = BufReader::new(s.connect());
-    c.get_mut().write_all(format!("GET /r/data/{id} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-\r\n\r\n").as_bytes()).unwrap();
+    c.get_mut()
+        .write_all(
+            format!("GET /r/data/{id} HTTP/1.1\r\nHost: t\r\nRange: bytes=0-\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut c, &mut line).unwrap();
     assert!(line.contains("206"), "{line}");
@@ -383,7 +475,9 @@ fn upload_of_256_mib_keeps_memory_flat() {
     loop {
         let mut h = String::new();
         std::io::BufRead::read_line(&mut c, &mut h).unwrap();
-        if h.trim().is_empty() { break; }
+        if h.trim().is_empty() {
+            break;
+        }
     }
     while got < LEN {
         let n = std::io::Read::read(&mut c, &mut sink).unwrap();

@@ -3,7 +3,7 @@
 //! (half bodies, odd paths, stalled connections).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -176,7 +176,10 @@ impl Server {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st;
             }
-            assert!(t.elapsed() < Duration::from_secs(secs), "server did not exit");
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "server did not exit"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -253,10 +256,12 @@ impl Req<'_> {
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
-        if let Some(b) = &self.body {
-            if !self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
-                head.push_str(&format!("Content-Length: {}\r\n", b.len()));
-            }
+        let has_length = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        if let Some(b) = self.body.as_ref().filter(|_| !has_length) {
+            head.push_str(&format!("Content-Length: {}\r\n", b.len()));
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();
@@ -328,7 +333,7 @@ pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
             r.read_line(&mut size).unwrap();
             let n = usize::from_str_radix(size.trim(), 16).unwrap();
             let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).unwrap();
+            std::io::Read::read_exact(r, &mut chunk).unwrap();
             if n == 0 {
                 break;
             }
@@ -336,7 +341,7 @@ pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
         }
     } else if let Some(n) = resp.header("content-length") {
         let mut body = vec![0; n.parse().unwrap()];
-        r.read_exact(&mut body).unwrap();
+        std::io::Read::read_exact(r, &mut body).unwrap();
         resp.body = body;
     }
     resp

@@ -1,0 +1,187 @@
+//! End-to-end with the real `restic` client (Debian package `restic`): what a user does.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs restic against `repo_url`; returns its output.
+fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> Output {
+    Command::new("restic")
+        .args(args)
+        .env("RESTIC_REPOSITORY", repo_url)
+        .env("RESTIC_PASSWORD", "correct horse battery staple")
+        .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .env_remove("RESTIC_PASSWORD_FILE")
+        .output()
+        .expect("restic must be installed (apt-get install restic)")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "restic {what} failed:\n{text}");
+    text
+}
+
+/// ~50 MiB of files: a few large incompressible ones and many small ones.
+fn make_source(root: &Path) {
+    std::fs::create_dir_all(root.join("small")).unwrap();
+    for i in 0..5u64 {
+        std::fs::write(root.join(format!("big{i}.bin")), random_bytes(10 << 20, i)).unwrap();
+    }
+    for i in 0..200u64 {
+        std::fs::write(
+            root.join(format!("small/f{i}.txt")),
+            random_bytes(500 + i as usize * 37, 1000 + i),
+        )
+        .unwrap();
+    }
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let mut files = 0;
+    walk(a, &mut |p| {
+        let rel = p.strip_prefix(a).unwrap();
+        assert_eq!(
+            std::fs::read(p).unwrap(),
+            std::fs::read(b.join(rel)).unwrap(),
+            "{rel:?} differs"
+        );
+        files += 1;
+    });
+    assert_eq!(files, 205);
+}
+
+fn htpasswd(dir: &Path, user: &str, password: &str) {
+    let st = Command::new("htpasswd")
+        .args(["-B", "-b", "-c"])
+        .arg(dir.join(".htpasswd"))
+        .args([user, password])
+        .output()
+        .expect("htpasswd must be installed (apt-get install apache2-utils)");
+    assert!(st.status.success());
+}
+
+#[test]
+fn backup_check_restore_diff_forget_prune() {
+    let dir = TempDir::new("restic");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    htpasswd(&data, "alice", "s3cret");
+    let s = Server::start_in(
+        TempDir::new("restic-srv"),
+        &["--path", data.to_str().unwrap()],
+    );
+    let url = format!("rest:http://alice:s3cret@{}/alice/laptop", s.addr);
+    let src = dir.path().join("src");
+    make_source(&src);
+
+    ok(restic(dir.path(), &url, &["init"]), "init");
+    ok(
+        restic(
+            dir.path(),
+            &url,
+            &["backup", "--quiet", src.to_str().unwrap()],
+        ),
+        "backup",
+    );
+    // A second snapshot with one file changed, for diff and forget.
+    std::fs::write(src.join("small/f0.txt"), b"changed").unwrap();
+    ok(
+        restic(
+            dir.path(),
+            &url,
+            &["backup", "--quiet", src.to_str().unwrap()],
+        ),
+        "backup 2",
+    );
+    ok(
+        restic(dir.path(), &url, &["check", "--read-data"]),
+        "check --read-data",
+    );
+
+    let restore = dir.path().join("restore");
+    ok(
+        restic(
+            dir.path(),
+            &url,
+            &["restore", "latest", "--target", restore.to_str().unwrap()],
+        ),
+        "restore",
+    );
+    same_tree(&src, &restore.join(src.strip_prefix("/").unwrap()));
+
+    let snaps = ok(
+        restic(dir.path(), &url, &["snapshots", "--json"]),
+        "snapshots",
+    );
+    let ids: Vec<&str> = snaps
+        .match_indices("\"short_id\":\"")
+        .map(|(i, m)| &snaps[i + m.len()..i + m.len() + 8])
+        .collect();
+    assert_eq!(ids.len(), 2, "{snaps}");
+    let diff = ok(restic(dir.path(), &url, &["diff", ids[0], ids[1]]), "diff");
+    assert!(diff.contains("f0.txt"), "{diff}");
+
+    ok(
+        restic(dir.path(), &url, &["forget", "--keep-last", "1", "--prune"]),
+        "forget --prune",
+    );
+    let snaps = ok(
+        restic(dir.path(), &url, &["snapshots", "--json"]),
+        "snapshots",
+    );
+    assert_eq!(snaps.matches("\"short_id\"").count(), 1);
+    ok(restic(dir.path(), &url, &["check"]), "check after prune");
+
+    // Wrong password: restic gets 401 and fails.
+    let bad = format!("rest:http://alice:wrong@{}/alice/laptop", s.addr);
+    assert!(!restic(dir.path(), &bad, &["snapshots"]).status.success());
+    assert!(s.files_named("rest-server-temp").is_empty());
+}
+
+#[test]
+fn append_only_backup_works_and_forget_prune_fails() {
+    let dir = TempDir::new("restic-ao");
+    let s = Server::start(&["--append-only"]);
+    let url = format!("rest:http://{}/ao", s.addr);
+    let src = dir.path().join("src");
+    make_source(&src);
+    ok(restic(dir.path(), &url, &["init"]), "init");
+    ok(
+        restic(
+            dir.path(),
+            &url,
+            &["backup", "--quiet", src.to_str().unwrap()],
+        ),
+        "backup",
+    );
+    ok(
+        restic(
+            dir.path(),
+            &url,
+            &["backup", "--quiet", src.to_str().unwrap()],
+        ),
+        "backup 2",
+    );
+    ok(
+        restic(dir.path(), &url, &["check", "--read-data"]),
+        "check --read-data",
+    );
+    let out = restic(dir.path(), &url, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(
+        !out.status.success(),
+        "forget --prune must fail in append-only mode"
+    );
+    // Both snapshots are still there.
+    let snaps = ok(
+        restic(dir.path(), &url, &["snapshots", "--json"]),
+        "snapshots",
+    );
+    assert_eq!(snaps.matches("\"short_id\"").count(), 2, "{snaps}");
+    ok(restic(dir.path(), &url, &["check"]), "check");
+}
