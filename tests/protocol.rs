@@ -316,15 +316,7 @@ fn chunked_upload_is_accepted() {
     s.create_repo("r");
     let body = random_bytes(70_000, 3);
     let id = obj(&body);
-    let mut raw =
-        format!("POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .into_bytes();
-    for chunk in body.chunks(30_000) {
-        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        raw.extend_from_slice(chunk);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
+    let raw = chunked_post(&format!("/r/data/{id}"), &body, 30_000);
     let mut c = std::io::BufReader::new(s.connect());
     assert_eq!(exchange(&mut c, &raw, "POST").status, 200);
     assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
@@ -346,14 +338,16 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     }
 }
 
-#[test]
-fn file_modes_default_private() {
-    let s = Server::start(&[]);
+/// Uploads a data object (into a `data/xx` dir created on demand) and a config, then checks
+/// the modes of every directory and file involved.
+fn assert_modes(args: &[&str], dir_mode: u32, file_mode: u32) {
+    let s = Server::start(args);
     s.create_repo("r");
-    let body = b"m";
-    let id = obj(body);
-    s.post(&format!("/r/data/{id}"), body);
-    s.post("/r/config", b"c");
+    let id = obj(b"m");
+    let sub = format!("r/data/{}", &id[..2]);
+    std::fs::remove_dir(s.data.join(&sub)).unwrap();
+    assert_eq!(s.post(&format!("/r/data/{id}"), b"m").status, 200);
+    assert_eq!(s.post("/r/config", b"c").status, 200);
     let mode = |p: &str| {
         std::fs::metadata(s.data.join(p))
             .unwrap()
@@ -361,38 +355,22 @@ fn file_modes_default_private() {
             .mode()
             & 0o777
     };
-    assert_eq!(mode("r"), 0o700);
-    assert_eq!(mode("r/data"), 0o700);
-    assert_eq!(mode("r/data/00"), 0o700);
-    assert_eq!(mode("r/config"), 0o600);
-    assert_eq!(mode(&format!("r/data/{}/{id}", &id[..2])), 0o600);
+    for dir in ["r", "r/data", "r/keys", "r/data/00", &sub] {
+        assert_eq!(mode(dir), dir_mode, "{dir}");
+    }
+    for file in ["r/config".to_owned(), format!("{sub}/{id}")] {
+        assert_eq!(mode(&file), file_mode, "{file}");
+    }
+}
+
+#[test]
+fn file_modes_default_private() {
+    assert_modes(&[], 0o700, 0o600);
 }
 
 #[test]
 fn file_modes_group_accessible() {
-    let s = Server::start(&["--group-accessible-repos"]);
-    s.create_repo("r");
-    let body = b"g";
-    let id = obj(body);
-    std::fs::remove_dir(s.data.join(format!("r/data/{}", &id[..2]))).unwrap();
-    s.post(&format!("/r/data/{id}"), body);
-    s.post("/r/config", b"c");
-    let mode = |p: &str| {
-        std::fs::metadata(s.data.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
-    assert_eq!(mode("r"), 0o770);
-    assert_eq!(mode("r/keys"), 0o770);
-    assert_eq!(
-        mode(&format!("r/data/{}", &id[..2])),
-        0o770,
-        "on-demand dir"
-    );
-    assert_eq!(mode("r/config"), 0o660);
-    assert_eq!(mode(&format!("r/data/{}/{id}", &id[..2])), 0o660);
+    assert_modes(&["--group-accessible-repos"], 0o770, 0o660);
 }
 
 #[test]

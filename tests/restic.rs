@@ -42,6 +42,23 @@ fn make_source(root: &Path) {
     }
 }
 
+/// `init`, then two backups of a fresh ~50 MiB source tree (one file changed in between),
+/// then `check --read-data`. Returns the source dir.
+fn init_and_back_up_twice(dir: &Path, url: &str) -> std::path::PathBuf {
+    let src = dir.join("src");
+    make_source(&src);
+    ok(restic(dir, url, &["init"]), "init");
+    let backup = ["backup", "--quiet", src.to_str().unwrap()];
+    ok(restic(dir, url, &backup), "backup");
+    std::fs::write(src.join("small/f0.txt"), b"changed").unwrap();
+    ok(restic(dir, url, &backup), "backup 2");
+    ok(
+        restic(dir, url, &["check", "--read-data"]),
+        "check --read-data",
+    );
+    src
+}
+
 fn same_tree(a: &Path, b: &Path) {
     let mut files = 0;
     walk(a, &mut |p| {
@@ -77,32 +94,7 @@ fn backup_check_restore_diff_forget_prune() {
         &["--path", data.to_str().unwrap()],
     );
     let url = format!("rest:http://alice:s3cret@{}/alice/laptop", s.addr);
-    let src = dir.path().join("src");
-    make_source(&src);
-
-    ok(restic(dir.path(), &url, &["init"]), "init");
-    ok(
-        restic(
-            dir.path(),
-            &url,
-            &["backup", "--quiet", src.to_str().unwrap()],
-        ),
-        "backup",
-    );
-    // A second snapshot with one file changed, for diff and forget.
-    std::fs::write(src.join("small/f0.txt"), b"changed").unwrap();
-    ok(
-        restic(
-            dir.path(),
-            &url,
-            &["backup", "--quiet", src.to_str().unwrap()],
-        ),
-        "backup 2",
-    );
-    ok(
-        restic(dir.path(), &url, &["check", "--read-data"]),
-        "check --read-data",
-    );
+    let src = init_and_back_up_twice(dir.path(), &url);
 
     let restore = dir.path().join("restore");
     ok(
@@ -149,29 +141,7 @@ fn append_only_backup_works_and_forget_prune_fails() {
     let dir = TempDir::new("restic-ao");
     let s = Server::start(&["--append-only"]);
     let url = format!("rest:http://{}/ao", s.addr);
-    let src = dir.path().join("src");
-    make_source(&src);
-    ok(restic(dir.path(), &url, &["init"]), "init");
-    ok(
-        restic(
-            dir.path(),
-            &url,
-            &["backup", "--quiet", src.to_str().unwrap()],
-        ),
-        "backup",
-    );
-    ok(
-        restic(
-            dir.path(),
-            &url,
-            &["backup", "--quiet", src.to_str().unwrap()],
-        ),
-        "backup 2",
-    );
-    ok(
-        restic(dir.path(), &url, &["check", "--read-data"]),
-        "check --read-data",
-    );
+    init_and_back_up_twice(dir.path(), &url);
     let out = restic(dir.path(), &url, &["forget", "--keep-last", "1", "--prune"]);
     assert!(
         !out.status.success(),

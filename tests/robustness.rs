@@ -21,13 +21,8 @@ fn quota_refuses_a_declared_length_up_front() {
     let big = random_bytes(9000, 2);
     // Declare 9000 bytes but send none: the answer must come without the body.
     let mut c = s.connect();
-    write!(
-        c,
-        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        sha256_hex(&big),
-        big.len()
-    )
-    .unwrap();
+    let head = post_head(&format!("/r/data/{}", sha256_hex(&big)), big.len());
+    c.write_all(head.as_bytes()).unwrap();
     let r = read_response(&mut BufReader::new(c), "POST");
     assert_eq!(r.status, 507);
     assert_eq!(r.header("connection"), Some("close"));
@@ -41,17 +36,7 @@ fn quota_cuts_off_a_chunked_body_that_grows_too_large() {
     s.create_repo("r");
     s.wait_log("bytes used", 10);
     let body = random_bytes(200_000, 5);
-    let mut raw = format!(
-        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
-        sha256_hex(&body)
-    )
-    .into_bytes();
-    for chunk in body.chunks(10_000) {
-        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        raw.extend_from_slice(chunk);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
+    let raw = chunked_post(&format!("/r/data/{}", sha256_hex(&body)), &body, 10_000);
     let mut c = s.connect();
     let _ = c.write_all(&raw); // the server may stop reading early
     let r = read_response(&mut BufReader::new(c), "POST");
@@ -125,29 +110,15 @@ fn aborted_upload_leaves_no_temp_file_and_no_object() {
     s.create_repo("r");
     let body = random_bytes(1 << 20, 9);
     let id = sha256_hex(&body);
-    let mut c = s.connect();
-    write!(
-        c,
-        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    c.write_all(&body[..body.len() / 2]).unwrap();
-    c.flush().unwrap();
-    // Wait until the temp file exists, so the abort really happens mid-upload.
-    let t = Instant::now();
-    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let c = s.start_upload(
+        &format!("/r/data/{id}"),
+        body.len(),
+        &body[..body.len() / 2],
+    );
     drop(c);
-    let t = Instant::now();
-    while !s.files_named("rest-server-temp").is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "temp file left behind"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(10, "temp file removed", || {
+        s.files_named("rest-server-temp").is_empty()
+    });
     assert!(s.files_named(&id).is_empty());
     assert_eq!(s.head(&format!("/r/data/{id}")).status, 404);
 }
@@ -159,13 +130,11 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     s.create_repo("r");
     let body = random_bytes(2 << 20, 11);
     let id = sha256_hex(&body);
-    let head = format!(
-        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+    let first = s.start_upload(
+        &format!("/r/data/{id}"),
+        body.len(),
+        &body[..body.len() - 10],
     );
-    let mut first = s.connect();
-    first.write_all(head.as_bytes()).unwrap();
-    first.write_all(&body[..body.len() - 10]).unwrap();
     // The retry completes while the first attempt is still open.
     assert_eq!(s.post(&format!("/r/data/{id}"), &body).status, 200);
     // Now the first attempt fails: short body, connection gone.
@@ -177,13 +146,7 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     // And the other way round: the first attempt finishes its body after the retry stored it.
     let body2 = random_bytes(1 << 20, 12);
     let id2 = sha256_hex(&body2);
-    let head2 = format!(
-        "POST /r/data/{id2} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body2.len()
-    );
-    let mut slow = s.connect();
-    slow.write_all(head2.as_bytes()).unwrap();
-    slow.write_all(&body2[..1000]).unwrap();
+    let mut slow = s.start_upload(&format!("/r/data/{id2}"), body2.len(), &body2[..1000]);
     assert_eq!(s.post(&format!("/r/data/{id2}"), &body2).status, 200);
     slow.write_all(&body2[1000..]).unwrap();
     let r = read_response(&mut BufReader::new(slow), "POST");
@@ -201,18 +164,7 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     s.create_repo("r");
     let body = random_bytes(1 << 20, 21);
     let id = sha256_hex(&body);
-    let mut c = s.connect();
-    write!(
-        c,
-        "POST /r/data/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    c.write_all(&body[..1000]).unwrap();
-    let t = Instant::now();
-    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut c = s.start_upload(&format!("/r/data/{id}"), body.len(), &body[..1000]);
     s.signal("TERM");
     s.wait_log("shutting down", 5);
     // New connections are refused once we stop accepting.
@@ -234,18 +186,7 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
 fn sigterm_with_a_stalled_upload_exits_and_cleans_up_after_a_second_signal() {
     let mut s = Server::start(&[]);
     s.create_repo("r");
-    let mut c = s.connect();
-    write!(
-        c,
-        "POST /r/data/{} HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
-        "e".repeat(64)
-    )
-    .unwrap();
-    c.write_all(&[0u8; 500]).unwrap();
-    let t = Instant::now();
-    while s.files_named("rest-server-temp").is_empty() && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let _stalled = s.start_upload(&format!("/r/data/{}", "e".repeat(64)), 100_000, &[0u8; 500]);
     s.signal("TERM");
     s.wait_log("shutting down", 5);
     s.signal("TERM");
@@ -487,4 +428,35 @@ fn upload_of_256_mib_keeps_memory_flat() {
     let hwm = s.proc_status_kib("VmHWM");
     eprintln!("peak RSS {hwm} KiB");
     assert!(hwm < 24 * 1024, "peak RSS {hwm} KiB");
+}
+
+#[test]
+fn listing_100k_objects_streams_in_flat_memory() {
+    // SPEC 3: a large repo lists in constant memory (the JSON is ~8.5 MB here).
+    let s = Server::start(&[]);
+    s.create_repo("big");
+    let data = s.data.join("big/data");
+    for i in 0..100_000u32 {
+        let id = sha256_hex(&i.to_le_bytes());
+        std::fs::write(data.join(&id[..2]).join(&id), b"").unwrap();
+    }
+    let before = s.proc_status_kib("VmRSS");
+    let r = s
+        .req("GET", "/big/data/")
+        .header("Accept", "application/vnd.x.restic.rest.v2")
+        .send();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let text = r.text();
+    assert_eq!(text.matches("\"name\"").count(), 100_000);
+    assert!(text.len() > 8_000_000);
+    let hwm = s.proc_status_kib("VmHWM");
+    eprintln!(
+        "RSS before {before} KiB, peak {hwm} KiB, JSON {} bytes",
+        text.len()
+    );
+    assert!(
+        hwm < before + 4 * 1024,
+        "listing grew memory: {before} -> {hwm} KiB"
+    );
 }

@@ -194,6 +194,18 @@ impl Server {
             .unwrap()
     }
 
+    /// Opens an upload of `len` declared bytes, sends `prefix` of the body and waits until
+    /// the server has created the temp file: the upload is then really in progress.
+    pub fn start_upload(&self, path: &str, len: usize, prefix: &[u8]) -> TcpStream {
+        let mut c = self.connect();
+        c.write_all(post_head(path, len).as_bytes()).unwrap();
+        c.write_all(prefix).unwrap();
+        wait_until(5, "temp file of the upload", || {
+            !self.files_named("rest-server-temp").is_empty()
+        });
+        c
+    }
+
     /// All files below the data dir whose name contains `needle`.
     pub fn files_named(&self, needle: &str) -> Vec<PathBuf> {
         let mut out = vec![];
@@ -351,6 +363,36 @@ pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
 pub fn exchange(s: &mut BufReader<TcpStream>, req: &[u8], method: &str) -> Resp {
     s.get_mut().write_all(req).unwrap();
     read_response(s, method)
+}
+
+/// Polls `cond` until it holds; panics with `what` after `secs`.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A complete chunked `POST path` request carrying `body` in chunks of `chunk` bytes.
+pub fn chunked_post(path: &str, body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut raw = format!("POST {path} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .into_bytes();
+    for c in body.chunks(chunk) {
+        raw.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+        raw.extend_from_slice(c);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
+}
+
+/// The head of a `POST path` with a declared length, for tests that send the body by hand.
+pub fn post_head(path: &str, len: usize) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n")
 }
 
 pub fn close_write(s: &TcpStream) {
