@@ -460,3 +460,44 @@ fn listing_100k_objects_streams_in_flat_memory() {
         "listing grew memory: {before} -> {hwm} KiB"
     );
 }
+
+#[test]
+fn disk_full_is_507_and_frees_the_space() {
+    // SPEC 5.6: ENOSPC -> 507, nothing left behind. The data dir is a 1 MiB tmpfs mounted in a
+    // private mount namespace (unshare -rm: works as root and, with user namespaces, without).
+    let dir = TempDir::new("enospc");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs '{}' && exec '{BIN}' --no-auth --path '{}' --listen 127.0.0.1:0",
+        data.display(),
+        data.display()
+    );
+    let mut child = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(BufReader::new(stderr));
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.split("start server on ").nth(1).map(str::to_owned))
+        .expect("server in a mount namespace did not start");
+    std::thread::spawn(move || lines.for_each(drop));
+    let send = |path: &str, body: &[u8]| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(post_head(path, body.len()).as_bytes()).unwrap();
+        let _ = c.write_all(body);
+        read_response(&mut BufReader::new(c), "POST").status
+    };
+    assert_eq!(send("/r/?create=true", b""), 200);
+    let big = random_bytes(2 << 20, 1);
+    assert_eq!(send(&format!("/r/data/{}", sha256_hex(&big)), &big), 507);
+    // The partial temp file is gone: almost the whole file system is free again.
+    let fits = random_bytes(700 << 10, 2);
+    assert_eq!(send(&format!("/r/data/{}", sha256_hex(&fits)), &fits), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
