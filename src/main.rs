@@ -107,7 +107,7 @@ fn announce(cfg: &Config, state: &State) {
         None => log::info!("Quota: none"),
     }
     if cfg.prometheus {
-        let who = if cfg.prometheus_no_auth {
+        let who = if cfg.prometheus_no_auth || (cfg.no_auth && !cfg.private_repos) {
             "without authentication"
         } else if cfg.private_repos {
             "for the user \"metrics\" only"
