@@ -50,6 +50,11 @@ Logging:
                                   (\"-\" = standard output); reopened on SIGHUP
       --debug                     log every request and more detail
 
+Metrics:
+      --prometheus                serve Prometheus metrics at /metrics (needs authentication;
+                                  with --private-repos only the user \"metrics\" may read it)
+      --prometheus-no-auth        serve /metrics without authentication
+
 Other:
       --cpu-profile FILE          accepted for compatibility with the Go server; ignored
   -h, --help                      show this help
@@ -93,6 +98,8 @@ pub(crate) struct Config {
     pub log: Option<LogTarget>,
     pub debug: bool,
     pub cpu_profile_ignored: bool,
+    pub prometheus: bool,
+    pub prometheus_no_auth: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +130,8 @@ const FLAGS: &[(&str, Arity)] = &[
     ("log", Arity::Value),
     ("debug", Arity::Bool),
     ("cpu-profile", Arity::Value),
+    ("prometheus", Arity::Bool),
+    ("prometheus-no-auth", Arity::Bool),
     ("help", Arity::Bool),
     ("version", Arity::Bool),
 ];
@@ -246,6 +255,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         log,
         debug: flag("debug"),
         cpu_profile_ignored: value("cpu-profile").is_some(),
+        prometheus: flag("prometheus"),
+        prometheus_no_auth: flag("prometheus-no-auth"),
     })))
 }
 
@@ -360,6 +371,10 @@ mod tests {
         assert_eq!(c.max_size, Some(10 << 30));
         assert_eq!(c.log, Some(LogTarget::Stdout));
         assert!(!c.verify_upload);
+        assert!(!c.prometheus && !c.prometheus_no_auth);
+        let c = serve(&["--prometheus", "--prometheus-no-auth=true"]).unwrap();
+        assert!(c.prometheus && c.prometheus_no_auth);
+        assert!(!serve(&["--prometheus=false"]).unwrap().prometheus);
     }
 
     #[test]

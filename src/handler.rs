@@ -7,6 +7,7 @@ use crate::auth::Auth;
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
 use crate::http::{Range, parse_basic, parse_range, status_response};
+use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
 use crate::quota::Quota;
 use crate::repo::Repos;
 use crate::route::{self, File, Kind, Op, RepoPath, Route};
@@ -19,6 +20,12 @@ use std::time::Instant;
 
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
+
+/// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
+const METRICS_USER: &str = "metrics";
+
+/// Why an upload is refused with 403; also how the rejected-upload counter recognises it.
+const OBJECT_EXISTS: &str = "object exists";
 
 /// Who may do anything at all.
 #[derive(Debug)]
@@ -41,6 +48,10 @@ pub(crate) struct State {
     pub verify_upload: bool,
     pub quota: Option<Arc<Quota>>,
     pub access_log: Option<AccessLog>,
+    /// `--prometheus`: counters, and `/metrics` is routed.
+    pub metrics: Option<Metrics>,
+    /// `--prometheus-no-auth`: `/metrics` needs no credentials.
+    pub metrics_no_auth: bool,
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     pub in_flight: AtomicUsize,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
@@ -79,6 +90,8 @@ impl State {
             verify_upload: cfg.verify_upload,
             quota: cfg.max_size.map(Quota::new),
             access_log,
+            metrics: cfg.prometheus.then(Metrics::new),
+            metrics_no_auth: cfg.prometheus_no_auth,
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         })
@@ -99,9 +112,21 @@ impl State {
 pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response {
     let started = Instant::now();
     let has_body = req.len().is_some_and(|n| n > 0) || req.header("Transfer-Encoding").is_some();
-    let (user, result) = match authenticate(st, &req).await {
+    let route = route::parse(
+        req.method().as_ref(),
+        req.url().path(),
+        st.metrics.is_some(),
+    );
+    // --prometheus-no-auth: /metrics is open to anyone, as in the Go server.
+    let open = st.metrics_no_auth && matches!(route, Ok(Route::Metrics));
+    let authenticated = if open {
+        Ok(None)
+    } else {
+        authenticate(st, &req).await
+    };
+    let (user, result) = match authenticated {
         Ok(user) => {
-            let result = serve(st, user.as_deref(), &mut req).await;
+            let result = serve(st, user.as_deref(), route, &mut req).await;
             (user, result)
         }
         Err(e) => (None, Err(e)),
@@ -174,10 +199,15 @@ async fn authenticate(st: &State, req: &Request) -> Result<Option<String>, Error
     }
 }
 
-async fn serve(st: &State, user: Option<&str>, req: &mut Request) -> Result<Response, Error> {
-    let Route::Repo { repo, op } = route::parse(req.method().as_ref(), req.url().path(), false)?
-    else {
-        return Err(Error::NotFound);
+async fn serve(
+    st: &State,
+    user: Option<&str>,
+    route: Result<Route, Error>,
+    req: &mut Request,
+) -> Result<Response, Error> {
+    let (repo, op) = match route? {
+        Route::Metrics => return serve_metrics(st, user).await,
+        Route::Repo { repo, op } => (repo, op),
     };
     // --private-repos: the first segment must be the user's name (401 as in the Go server).
     if st.private_repos
@@ -190,10 +220,65 @@ async fn serve(st: &State, user: Option<&str>, req: &mut Request) -> Result<Resp
         Op::Create => create(st, &repo, req).await,
         Op::List(kind) => list(st, &repo, kind, req).await,
         Op::Head(file) => head(st, &repo, &file).await,
-        Op::Get(file) => get(st, &repo, &file, req).await,
-        Op::Save(file) => save(st, &repo, &file, req).await,
-        Op::Delete(file) => delete(st, &repo, &file).await,
+        Op::Get(file) => {
+            let res = get(st, &repo, &file, req).await?;
+            // Bytes read = the body's Content-Length (the Range length for a 206), counted
+            // when the response is built, not when its last byte has left: see metrics.rs.
+            let len = res.len().unwrap_or(0) as u64;
+            count(st, user, &repo, &file, BlobOp::Read, len);
+            Ok(res)
+        }
+        Op::Save(file) => match save(st, &repo, &file, req).await {
+            Ok(len) => {
+                count(st, user, &repo, &file, BlobOp::Write, len);
+                Ok(ok())
+            }
+            Err(e) => {
+                let why = match &e {
+                    Error::HashMismatch => Some(Rejected::HashMismatch),
+                    Error::QuotaExceeded => Some(Rejected::Quota),
+                    Error::Forbidden(OBJECT_EXISTS) => Some(Rejected::Exists),
+                    _ => None,
+                };
+                if let (Some(m), Some(why)) = (&st.metrics, why) {
+                    m.count_rejected(why);
+                }
+                Err(e)
+            }
+        },
+        Op::Delete(file) => {
+            if let Some(size) = delete(st, &repo, &file).await? {
+                count(st, user, &repo, &file, BlobOp::Delete, size);
+            }
+            Ok(ok())
+        }
     }
+}
+
+/// Counts a blob operation for `--prometheus`. The config is not a blob: never counted, as
+/// in the Go server. Anonymous (`--no-auth`) requests count under user `""`, as in Go.
+fn count(st: &State, user: Option<&str>, repo: &RepoPath, file: &File, op: BlobOp, bytes: u64) {
+    if let (Some(m), File::Object(kind, _)) = (&st.metrics, file) {
+        m.count_blob(user.unwrap_or(""), repo.segments(), *kind, op, bytes);
+    }
+}
+
+/// `GET /metrics`. Authentication already happened unless `--prometheus-no-auth`.
+async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error> {
+    // Routed only with --prometheus, so always there.
+    let m = st.metrics.as_ref().ok_or(Error::NotFound)?;
+    // As Go's wrapMetricsAuth: with --private-repos only the user "metrics" may read the
+    // counters of every user. With --no-auth there is no such user, so nobody may (Go's
+    // behaviour too); --prometheus-no-auth opens it.
+    if st.private_repos && !st.metrics_no_auth && user != Some(METRICS_USER) {
+        return Err(Error::Unauthorized);
+    }
+    let process = smol::unblock(ProcessStats::read).await;
+    let quota = st.quota.as_ref().map(|q| (q.used(), q.limit()));
+    let mut res = ok();
+    res.set_body(m.render(&process, quota));
+    res.insert_header("Content-Type", metrics::CONTENT_TYPE);
+    Ok(res)
 }
 
 fn ok() -> Response {
@@ -278,12 +363,8 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
     Ok(res)
 }
 
-async fn save(
-    st: &State,
-    repo: &RepoPath,
-    file: &File,
-    req: &mut Request,
-) -> Result<Response, Error> {
+/// Stores an upload; returns the body length.
+async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Result<u64, Error> {
     let path = path_of(st, repo, file);
     let declared = req.len().map(|n| n as u64);
     // The config is not content-addressed: it is stored atomically but never hashed.
@@ -297,10 +378,10 @@ async fn save(
         if verify && declared == Some(size) {
             let got = upload::receive(req, declared, true, None, None).await?;
             if got.sha256.as_deref() == expected {
-                return Ok(ok());
+                return Ok(got.len);
             }
         }
-        return Err(Error::Forbidden("object exists"));
+        return Err(Error::Forbidden(OBJECT_EXISTS));
     }
     // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
@@ -324,24 +405,24 @@ async fn save(
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours.
         Stored::AlreadyThere if verify => {}
-        Stored::AlreadyThere => return Err(Error::Forbidden("object exists")),
+        Stored::AlreadyThere => return Err(Error::Forbidden(OBJECT_EXISTS)),
     }
     log::debug!("stored {} bytes in /{}", got.len, repo.joined());
-    Ok(ok())
+    Ok(got.len)
 }
 
-async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
+/// Deletes a file; returns its size if there was one to delete.
+async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Option<u64>, Error> {
     // --append-only: a client may only remove its own locks.
     if st.append_only && !matches!(file, File::Object(Kind::Locks, _)) {
         return Err(Error::Forbidden("append-only mode"));
     }
     // Deleting what is not there is still 200, as in the Go server.
-    if let Some(size) = st.repos.delete(&path_of(st, repo, file)).await?
-        && let Some(q) = &st.quota
-    {
+    let deleted = st.repos.delete(&path_of(st, repo, file)).await?;
+    if let (Some(size), Some(q)) = (deleted, &st.quota) {
         q.release(size);
     }
-    Ok(ok())
+    Ok(deleted)
 }
 
 /// The response for a failure: status text as body, plus the header some statuses need.

@@ -12,6 +12,7 @@ mod cli;
 mod error;
 mod handler;
 mod http;
+mod metrics;
 mod quota;
 mod repo;
 mod route;
@@ -104,6 +105,23 @@ fn announce(cfg: &Config, state: &State) {
     match cfg.max_size {
         Some(limit) => log::info!("Quota: {limit} bytes; counting current usage in the background"),
         None => log::info!("Quota: none"),
+    }
+    if cfg.prometheus {
+        let who = if cfg.prometheus_no_auth || (cfg.no_auth && !cfg.private_repos) {
+            "without authentication"
+        } else if cfg.private_repos {
+            "for the user \"metrics\" only"
+        } else {
+            "for authenticated users"
+        };
+        log::info!("Prometheus metrics at /metrics, {who}");
+        if cfg.no_auth && cfg.private_repos && !cfg.prometheus_no_auth {
+            log::warn!(
+                "--private-repos with --no-auth: /metrics answers 401 to everyone, as in the Go server (add --prometheus-no-auth)"
+            );
+        }
+    } else if cfg.prometheus_no_auth {
+        log::warn!("--prometheus-no-auth has no effect without --prometheus");
     }
     if let Some(cli::LogTarget::File(p)) = &cfg.log {
         log::info!("Access log: {}", p.display());
