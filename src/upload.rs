@@ -71,7 +71,7 @@ pub(crate) async fn receive<R: AsyncRead + Unpin>(
             h.update(chunk);
         }
         if let Some(s) = sink.as_deref_mut() {
-            s.writer.write_all(chunk).await?;
+            s.write(chunk).await?;
         }
     }
     if declared.is_some_and(|d| len < d) {
@@ -158,6 +158,15 @@ impl TempObject {
             target,
             writer: Unblock::with_capacity(WRITE_PIPE, file),
         })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self.writer.write_all(chunk).await {
+            Ok(()) => Ok(()),
+            // When the writer thread fails (ENOSPC, EDQUOT, EIO), the pipe only says "wrote 0
+            // bytes"; the real error, which decides 507 or 500, comes out of a flush.
+            Err(e) => Err(self.writer.flush().await.err().unwrap_or(e)),
+        }
     }
 
     /// Makes the upload durable and visible: flush, fsync the file, publish it under the

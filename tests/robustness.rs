@@ -291,18 +291,20 @@ fn systemd_socket_activation() {
     let dir = TempDir::new("sd");
     let port = free_port();
     let data = dir.path().join("data");
-    let mut child = std::process::Command::new(tool)
-        .args([
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            BIN,
-            "--no-auth",
-            "--path",
-        ])
-        .arg(&data)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _child = KillOnDrop(
+        std::process::Command::new(tool)
+            .args([
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                BIN,
+                "--no-auth",
+                "--path",
+            ])
+            .arg(&data)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The socket listens at once; the server is started on the first connection.
     let t = Instant::now();
     let status = loop {
@@ -320,8 +322,6 @@ fn systemd_socket_activation() {
             Err(e) => panic!("{e}"),
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(status, 200);
     assert!(data.join("sd/keys").is_dir());
 }
@@ -473,12 +473,14 @@ fn disk_full_is_507_and_frees_the_space() {
         data.display(),
         data.display()
     );
-    let mut child = std::process::Command::new("unshare")
+    let child = std::process::Command::new("unshare")
         .args(["-rm", "sh", "-c", &script])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("unshare (util-linux)");
-    let stderr = child.stderr.take().unwrap();
+    // Killed on drop, also when an assertion fails.
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(BufReader::new(stderr));
     let addr = lines
         .by_ref()
@@ -498,6 +500,4 @@ fn disk_full_is_507_and_frees_the_space() {
     // The partial temp file is gone: almost the whole file system is free again.
     let fits = random_bytes(700 << 10, 2);
     assert_eq!(send(&format!("/r/data/{}", sha256_hex(&fits)), &fits), 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }
