@@ -17,8 +17,10 @@ pub(crate) enum Error {
     BadRequest(&'static str),
     /// Missing or wrong credentials (also: private repo of someone else, as the Go server does).
     Unauthorized,
-    /// Refused by policy: object exists, append-only, config exists. Reason for the debug log.
+    /// Refused by policy (append-only, ...). Reason for the debug log.
     Forbidden(&'static str),
+    /// Upload of an object or config that already exists (refused in every mode).
+    Exists,
     /// Upload body does not hash to its id.
     HashMismatch,
     /// `Range` start beyond the end; carries the object size for `Content-Range: bytes */size`.
@@ -43,7 +45,7 @@ impl Error {
                 StatusCode::BadRequest
             }
             Error::Unauthorized => StatusCode::Unauthorized,
-            Error::Forbidden(_) => StatusCode::Forbidden,
+            Error::Forbidden(_) | Error::Exists => StatusCode::Forbidden,
             Error::RangeNotSatisfiable(_) => StatusCode::RequestedRangeNotSatisfiable,
             Error::QuotaExceeded | Error::StorageFull(_) => StatusCode::InsufficientStorage,
             Error::Io(_) => StatusCode::InternalServerError,
@@ -75,6 +77,7 @@ impl std::fmt::Display for Error {
             Error::BadRequest(why) | Error::Forbidden(why) => f.write_str(why),
             Error::RangeNotSatisfiable(size) => write!(f, "range not satisfiable (size {size})"),
             Error::StorageFull(e) | Error::ClientGone(e) | Error::Io(e) => e.fmt(f),
+            Error::Exists => f.write_str("already exists"),
             other => f.write_str(other.status().canonical_reason()),
         }
     }

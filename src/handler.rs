@@ -24,9 +24,6 @@ const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
 const METRICS_USER: &str = "metrics";
 
-/// Why an upload is refused with 403; also how the rejected-upload counter recognises it.
-const OBJECT_EXISTS: &str = "object exists";
-
 /// Who may do anything at all.
 #[derive(Debug)]
 pub(crate) enum Authn {
@@ -237,7 +234,7 @@ async fn serve(
                 let why = match &e {
                     Error::HashMismatch => Some(Rejected::HashMismatch),
                     Error::QuotaExceeded => Some(Rejected::Quota),
-                    Error::Forbidden(OBJECT_EXISTS) => Some(Rejected::Exists),
+                    Error::Exists => Some(Rejected::Exists),
                     _ => None,
                 };
                 if let (Some(m), Some(why)) = (&st.metrics, why) {
@@ -381,7 +378,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
                 return Ok(got.len);
             }
         }
-        return Err(Error::Forbidden(OBJECT_EXISTS));
+        return Err(Error::Exists);
     }
     // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
@@ -405,7 +402,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours.
         Stored::AlreadyThere if verify => {}
-        Stored::AlreadyThere => return Err(Error::Forbidden(OBJECT_EXISTS)),
+        Stored::AlreadyThere => return Err(Error::Exists),
     }
     log::debug!("stored {} bytes in /{}", got.len, repo.joined());
     Ok(got.len)
