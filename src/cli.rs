@@ -45,6 +45,23 @@ Authentication:
                                   trusted reverse proxy (basic auth is then off)
       --private-repos             users may only access repositories under /<username>/
 
+TLS (HTTPS):
+      --tls                       serve HTTPS instead of HTTP
+      --tls-cert FILE             certificate in PEM, may be followed by its chain
+                                  (default \"<path>/public_key\")
+      --tls-key FILE              private key in PEM (default \"<path>/private_key\")
+      --tls-min-ver VERSION       oldest TLS version accepted: 1.2 or 1.3 (default \"1.2\")
+      --tls-generate-cert         if neither --tls-cert nor --tls-key exists, create a
+                                  self-signed certificate (ECDSA P-256, valid 10 years) and
+                                  key (mode 0600) there; existing files are never overwritten.
+                                  Give the certificate to restic with --cacert
+      --tls-hostname NAME         DNS name or IP address the generated certificate is valid
+                                  for; repeat for several (default: this machine's hostname,
+                                  localhost, 127.0.0.1 and ::1)
+      --tls-prefer-chacha20       prefer ChaCha20-Poly1305 over AES-GCM even though this CPU
+                                  has AES instructions (automatic on CPUs without them, such
+                                  as the Raspberry Pi 4 and older)
+
 Logging:
       --log FILE                  write an access log in combined log format to FILE
                                   (\"-\" = standard output); reopened on SIGHUP
@@ -63,7 +80,8 @@ Other:
 Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accept
 --flag=true / --flag=false.
 
-Signals: SIGHUP reloads the htpasswd file and reopens the --log file; SIGINT and SIGTERM
+Signals: SIGHUP reloads the htpasswd file and the TLS certificate and key, and reopens the
+--log file; SIGINT and SIGTERM
 stop accepting connections, let requests in flight finish and exit.
 ";
 
@@ -82,6 +100,27 @@ pub(crate) enum LogTarget {
     File(PathBuf),
 }
 
+/// Oldest TLS version a client may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// `--tls` and its companions, checked for consistency (the files are read at start-up).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub min_version: TlsVersion,
+    /// `--tls-generate-cert`: create a self-signed pair if neither file exists.
+    pub generate: bool,
+    /// `--tls-hostname`, in order; empty = the default names.
+    pub hostnames: Vec<String>,
+    /// `--tls-prefer-chacha20`: ChaCha20-Poly1305 first even on a CPU with AES instructions.
+    pub prefer_chacha20: bool,
+}
+
 /// The validated configuration of one server run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Config {
@@ -96,6 +135,8 @@ pub(crate) struct Config {
     pub verify_upload: bool,
     pub group_accessible: bool,
     pub log: Option<LogTarget>,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsConfig>,
     pub debug: bool,
     pub cpu_profile_ignored: bool,
     pub prometheus: bool,
@@ -127,6 +168,13 @@ const FLAGS: &[(&str, Arity)] = &[
     ("max-size", Arity::Value),
     ("no-verify-upload", Arity::Bool),
     ("group-accessible-repos", Arity::Bool),
+    ("tls", Arity::Bool),
+    ("tls-cert", Arity::Value),
+    ("tls-key", Arity::Value),
+    ("tls-min-ver", Arity::Value),
+    ("tls-generate-cert", Arity::Bool),
+    ("tls-hostname", Arity::Value),
+    ("tls-prefer-chacha20", Arity::Bool),
     ("log", Arity::Value),
     ("debug", Arity::Bool),
     ("cpu-profile", Arity::Value),
@@ -236,6 +284,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         }
         h => h.filter(|h| !h.is_empty()),
     };
+    let tls = parse_tls(&path, &bools, &values)?;
     let log = match value("log").as_deref() {
         None | Some("") => None,
         Some("-") => Some(LogTarget::Stdout),
@@ -253,11 +302,107 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         verify_upload: !flag("no-verify-upload"),
         group_accessible: flag("group-accessible-repos"),
         log,
+        tls,
         debug: flag("debug"),
         cpu_profile_ignored: value("cpu-profile").is_some(),
         prometheus: flag("prometheus"),
         prometheus_no_auth: flag("prometheus-no-auth"),
     })))
+}
+
+/// The TLS flags: either `--tls` is on and they are consistent, or none but `--tls=false`
+/// is given (a certificate flag without `--tls` is a mistake the Go server refuses too).
+fn parse_tls(
+    path: &std::path::Path,
+    bools: &[(&str, bool)],
+    values: &[(&str, String)],
+) -> Result<Option<TlsConfig>, String> {
+    let flag = |n: &str| {
+        bools
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == n)
+            .is_some_and(|b| b.1)
+    };
+    let value = |n: &str| {
+        values
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == n)
+            .map(|v| v.1.clone())
+    };
+    let hostnames: Vec<String> = values
+        .iter()
+        .filter(|(f, _)| *f == "tls-hostname")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let companion = ["tls-cert", "tls-key", "tls-min-ver", "tls-hostname"]
+        .into_iter()
+        .find(|n| values.iter().any(|(f, _)| f == n))
+        .or(["tls-generate-cert", "tls-prefer-chacha20"]
+            .into_iter()
+            .find(|n| flag(n)));
+    if !flag("tls") {
+        return match companion {
+            Some(n) => Err(format!("--{n} needs --tls")),
+            None => Ok(None),
+        };
+    }
+    if !cfg!(feature = "tls") {
+        return Err(
+            "--tls: this rest-server was built without TLS support (cargo feature \"tls\")".into(),
+        );
+    }
+    let file = |n: &str, default: &str| match value(n) {
+        Some(f) if f.is_empty() => Err(format!("--{n} must not be empty")),
+        Some(f) => Ok(PathBuf::from(f)),
+        None => Ok(path.join(default)),
+    };
+    let min_version = match value("tls-min-ver").as_deref() {
+        None | Some("1.2") => TlsVersion::V1_2,
+        Some("1.3") => TlsVersion::V1_3,
+        Some(v) => {
+            return Err(format!(
+                "invalid value {v:?} for --tls-min-ver: expected 1.2 or 1.3"
+            ));
+        }
+    };
+    let generate = flag("tls-generate-cert");
+    if !hostnames.is_empty() && !generate {
+        return Err("--tls-hostname only applies with --tls-generate-cert".into());
+    }
+    if let Some(h) = hostnames.iter().find(|h| !is_cert_name(h)) {
+        return Err(format!(
+            "invalid value {h:?} for --tls-hostname: expected a DNS name or an IP address"
+        ));
+    }
+    Ok(Some(TlsConfig {
+        cert: file("tls-cert", "public_key")?,
+        key: file("tls-key", "private_key")?,
+        min_version,
+        generate,
+        hostnames,
+        prefer_chacha20: flag("tls-prefer-chacha20"),
+    }))
+}
+
+/// A name a certificate can carry: an IP address, or a DNS name (letters, digits, `-`, `.`,
+/// a leading `*.` wildcard).
+fn is_cert_name(h: &str) -> bool {
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn utf8(arg: OsString) -> Result<String, String> {
@@ -405,7 +550,8 @@ mod tests {
             &["--max-size", "5X"],
             &["--max-size=1.5G"],
             &["--no-auth=maybe"],
-            &["--tls"],
+            &["--tls-cert", "c.pem"],
+            &["--tls", "--tls-min-ver", "1.1"],
             &["--path="],
             &["--proxy-auth-username", "X User"],
         ] {
@@ -418,6 +564,81 @@ mod tests {
                 .unwrap_err()
                 .contains("--max-size")
         );
+    }
+
+    #[test]
+    fn tls_flags() {
+        assert_eq!(serve(&[]).unwrap().tls, None);
+        assert_eq!(serve(&["--tls=false"]).unwrap().tls, None);
+        if !cfg!(feature = "tls") {
+            let e = serve(&["--tls"]).unwrap_err();
+            assert!(e.contains("built without TLS support"), "{e}");
+            return;
+        }
+        let t = serve(&["--path=/srv", "--tls"]).unwrap().tls.unwrap();
+        assert_eq!(t.cert, PathBuf::from("/srv/public_key"));
+        assert_eq!(t.key, PathBuf::from("/srv/private_key"));
+        assert_eq!(t.min_version, TlsVersion::V1_2);
+        assert!(!t.generate && !t.prefer_chacha20 && t.hostnames.is_empty());
+        let t = serve(&[
+            "--tls=true",
+            "--tls-cert=/c.pem",
+            "--tls-key",
+            "/k.pem",
+            "--tls-min-ver=1.3",
+            "--tls-generate-cert",
+            "--tls-hostname=nas.local",
+            "--tls-hostname",
+            "192.168.1.2",
+            "--tls-hostname=::1",
+            "--tls-prefer-chacha20",
+        ])
+        .unwrap()
+        .tls
+        .unwrap();
+        assert_eq!(
+            (t.cert.to_str(), t.key.to_str()),
+            (Some("/c.pem"), Some("/k.pem"))
+        );
+        assert_eq!(t.min_version, TlsVersion::V1_3);
+        assert!(t.generate && t.prefer_chacha20);
+        assert_eq!(t.hostnames, ["nas.local", "192.168.1.2", "::1"]);
+        for (args, needle) in [
+            (&["--tls-key=k"][..], "--tls-key needs --tls"),
+            (
+                &["--tls=false", "--tls-min-ver=1.3"],
+                "--tls-min-ver needs --tls",
+            ),
+            (&["--tls-generate-cert"], "--tls-generate-cert needs --tls"),
+            (&["--tls", "--tls-min-ver", "1.1"], "--tls-min-ver"),
+            (&["--tls", "--tls-min-ver", "1.0"], "--tls-min-ver"),
+            (&["--tls", "--tls-hostname=x"], "--tls-generate-cert"),
+            (
+                &["--tls", "--tls-generate-cert", "--tls-hostname=a b"],
+                "--tls-hostname",
+            ),
+            (
+                &["--tls", "--tls-generate-cert", "--tls-hostname="],
+                "--tls-hostname",
+            ),
+            (&["--tls", "--tls-cert="], "--tls-cert"),
+        ] {
+            let e = serve(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        for ok in [
+            "localhost",
+            "nas",
+            "a-b.example.org",
+            "*.example.org",
+            "10.0.0.1",
+            "fe80::1",
+        ] {
+            assert!(is_cert_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a..b", "a_b", "a/b", "*", "*.", "a b", ".a"] {
+            assert!(!is_cert_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod quota;
 mod repo;
 mod route;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod upload;
 
 use cli::{Command, Config};
@@ -56,6 +58,16 @@ fn main() -> ExitCode {
         eprintln!("rest-server: cannot set up logging");
         return ExitCode::FAILURE;
     }
+    // TLS before the state: a missing, unreadable or mismatched certificate or key is a
+    // configuration error (exit 2), found before anything is written (but the pair that
+    // --tls-generate-cert was asked to write).
+    let tls = match start_tls(&cfg) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("rest-server: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let state = match State::new(&cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -68,13 +80,35 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     announce(&cfg, &state);
-    match server::run(&cfg, state) {
+    match server::run(&cfg, state, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--tls`: generates the pair if asked, loads it and says what is on.
+#[cfg(feature = "tls")]
+fn start_tls(cfg: &Config) -> Result<Option<Arc<server::Tls>>, String> {
+    let Some(tls_cfg) = &cfg.tls else {
+        return Ok(None);
+    };
+    let (tls, loaded) = tls::Tls::start(tls_cfg)?;
+    for line in tls.describe() {
+        log::info!("{line}");
+    }
+    log::info!("SERVER CERT SHA256: {}", loaded.fingerprint);
+    for w in loaded.warnings {
+        log::warn!("{w}");
+    }
+    Ok(Some(Arc::new(tls)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn start_tls(_: &Config) -> Result<Option<Arc<server::Tls>>, String> {
+    Ok(None)
 }
 
 /// One start-up line per fact, as the Go server prints them.

@@ -1,6 +1,7 @@
 //! Listeners (TCP, `unix:`, systemd's `LISTEN_FDS`), one task per connection on our own
-//! multi-threaded executor, I/O timeouts, signals and graceful shutdown. Knows nothing of
-//! restic paths or users: each request goes to `handler::handle`.
+//! multi-threaded executor, the TLS handshake inside that task, I/O timeouts, signals and
+//! graceful shutdown. Knows nothing of restic paths or users: each request goes to
+//! `handler::handle`.
 
 use crate::cli::{Config, Listen};
 use crate::handler::{self, State};
@@ -35,6 +36,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 << 20;
 
+/// A TLS handshake must be done within this long. It runs in the connection's own task, so
+/// a client that connects and says nothing (or trickles) holds up no one else meanwhile.
+#[cfg(feature = "tls")]
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(feature = "tls")]
+pub(crate) use crate::tls::Tls;
+/// Built without the "tls" feature: there is never a TLS acceptor (the CLI refuses `--tls`).
+#[cfg(not(feature = "tls"))]
+pub(crate) enum Tls {}
+
 /// Back-off after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -45,7 +57,7 @@ enum Listener {
 
 /// Runs the server until SIGINT/SIGTERM. The executor runs on one thread per core (this one
 /// included), so uploads hash in parallel.
-pub(crate) fn run(cfg: &Config, state: Arc<State>) -> Result<(), String> {
+pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = Arc::new(Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
@@ -58,7 +70,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>) -> Result<(), String> {
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
-    let result = smol::block_on(ex.run(serve(ex.clone(), cfg, state)));
+    let result = smol::block_on(ex.run(serve(ex.clone(), cfg, state, tls)));
     drop(stop);
     for w in workers {
         let _ = w.join();
@@ -69,7 +81,12 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>) -> Result<(), String> {
     result
 }
 
-async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> Result<(), String> {
+async fn serve(
+    ex: Arc<Executor<'static>>,
+    cfg: &Config,
+    state: Arc<State>,
+    tls: Option<Arc<Tls>>,
+) -> Result<(), String> {
     let listener = bind(&cfg.listen)?;
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -105,13 +122,9 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
         match event {
             Event::Tcp(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                ex.spawn(connection(stream, peer.ip().to_string(), state.clone()))
-                    .detach();
+                spawn(&ex, stream, peer.ip().to_string(), &state, &tls);
             }
-            Event::Unix(Ok(stream)) => {
-                ex.spawn(connection(stream, "unix".into(), state.clone()))
-                    .detach();
-            }
+            Event::Unix(Ok(stream)) => spawn(&ex, stream, "unix".into(), &state, &tls),
             Event::Tcp(Err(e)) | Event::Unix(Err(e)) => {
                 log::warn!("accept failed: {e}");
                 Timer::after(ACCEPT_BACKOFF).await;
@@ -119,6 +132,10 @@ async fn serve(ex: Arc<Executor<'static>>, cfg: &Config, state: Arc<State>) -> R
             Event::Signal(Some(Ok(Signal::Hup))) => {
                 log::info!("SIGHUP: reloading");
                 state.reload();
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &tls {
+                    tls.reload();
+                }
             }
             Event::Signal(Some(Ok(sig))) => {
                 log::info!("{sig:?} received: shutting down");
@@ -203,6 +220,48 @@ fn bind(listen: &Listen) -> Result<Listener, String> {
 fn addr_of(l: &TcpListener) -> String {
     l.local_addr()
         .map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+/// Starts the task of one connection.
+fn spawn<S>(
+    ex: &Executor<'static>,
+    stream: S,
+    peer: String,
+    state: &Arc<State>,
+    tls: &Option<Arc<Tls>>,
+) where
+    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        ex.spawn(tls_connection(tls.clone(), stream, peer, state.clone()))
+            .detach();
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    ex.spawn(connection(stream, peer, state.clone())).detach();
+}
+
+/// Completes the TLS handshake (bounded by `HANDSHAKE_TIMEOUT`), then serves as usual.
+#[cfg(feature = "tls")]
+async fn tls_connection<S>(tls: Arc<Tls>, stream: S, peer: String, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+{
+    let handshake = async { Some(tls.handshake(stream).await) };
+    let timeout = async {
+        Timer::after(HANDSHAKE_TIMEOUT).await;
+        None
+    };
+    match handshake.or(timeout).await {
+        Some(Ok(stream)) => {
+            log::debug!("TLS connection from {peer}: {}", stream.describe());
+            connection(stream, peer, state).await;
+        }
+        Some(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+        None => log::debug!("TLS handshake with {peer}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
+    }
 }
 
 /// Serves one connection: requests one after another until the client or we close it.
