@@ -289,7 +289,8 @@ fn acceptor(
     }))?;
     // Server preference for TLS 1.2 and 1.3 alike. With AES in hardware, PRIORITIZE_CHACHA
     // still gives ChaCha20 to a client that lists it first (it has no AES itself), as Go does.
-    let mut options = SslOptions::CIPHER_SERVER_PREFERENCE;
+    // No client-initiated renegotiation (a CPU-cost lever for a client; Go refuses it too).
+    let mut options = SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::NO_RENEGOTIATION;
     if chacha_first {
         b.set_cipher_list(TLS12_CHACHA_FIRST)?;
         b.set_ciphersuites(TLS13_CHACHA_FIRST)?;

@@ -608,6 +608,33 @@ fn bad_tls_set_ups_exit_2_with_one_line_naming_the_file() {
 }
 
 #[test]
+fn sigterm_lets_a_tls_upload_in_flight_finish_then_exits_0() {
+    let mut s = start_tls(&[]);
+    let mut c = connect(&s);
+    assert_eq!(
+        send(&mut c, s.req("POST", "/r/?create=true"), "POST").status,
+        200
+    );
+    let body = random_bytes(1 << 20, 21);
+    let id = sha256_hex(&body);
+    let head = post_head(&format!("/r/data/{id}"), body.len());
+    c.get_mut().write_all(head.as_bytes()).unwrap();
+    c.get_mut().write_all(&body[..1000]).unwrap();
+    wait_until(5, "temp file of the upload", || {
+        !s.files_named("rest-server-temp").is_empty()
+    });
+    s.signal("TERM");
+    s.wait_log("shutting down", 5);
+    c.get_mut().write_all(&body[1000..]).unwrap();
+    let r = read_response(&mut c, "POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(s.wait_exit(10).code(), Some(0));
+    let stored = s.data.join(format!("r/data/{}/{id}", &id[..2]));
+    assert!(std::fs::read(stored).unwrap() == body);
+}
+
+#[test]
 fn restic_over_https_with_a_generated_certificate() {
     // SPEC 11: restic cannot pin a fingerprint; it trusts the certificate given with --cacert.
     let s = start_tls(&[]);
