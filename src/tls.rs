@@ -226,7 +226,7 @@ fn build(cfg: &TlsConfig, chacha_first: bool) -> Result<(SslAcceptor, Loaded), S
     })?;
     let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
         format!(
-            "TLS key {}: not a PEM private key (--tls-key)",
+            "TLS key {}: not a PEM private key, or one protected by a passphrase (--tls-key)",
             cfg.key.display()
         )
     })?;
