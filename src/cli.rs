@@ -81,8 +81,8 @@ Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accep
 --flag=true / --flag=false.
 
 Signals: SIGHUP reloads the htpasswd file and the TLS certificate and key, and reopens the
---log file; SIGINT and SIGTERM
-stop accepting connections, let requests in flight finish and exit.
+--log file; SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
+exit.
 ";
 
 /// Where to listen.
