@@ -608,6 +608,87 @@ fn bad_tls_set_ups_exit_2_with_one_line_naming_the_file() {
 }
 
 #[test]
+fn a_fullchain_file_sends_the_intermediate_certificate() {
+    // Let's Encrypt's fullchain.pem: leaf then intermediate; clients trust only the root.
+    let dir = TempDir::new("chain");
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    std::fs::write(
+        p("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .unwrap();
+    std::fs::write(p("leaf.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let mut root = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test root"];
+    root.extend(ec);
+    let (root_key, root_crt) = (p("root.key"), p("root.crt"));
+    root.extend([
+        "-keyout",
+        &root_key,
+        "-out",
+        &root_crt,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+    ]);
+    openssl(&root);
+    // name, issuer, extensions
+    for (name, ca, ext) in [("int", "root", "ca.ext"), ("leaf", "int", "leaf.ext")] {
+        let (key, csr, crt) = (
+            p(&format!("{name}.key")),
+            p(&format!("{name}.csr")),
+            p(&format!("{name}.crt")),
+        );
+        let subj = format!("/CN={name}");
+        let mut req = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+        req.extend(ec);
+        openssl(&req);
+        let (ca_crt, ca_key, extfile) = (p(&format!("{ca}.crt")), p(&format!("{ca}.key")), p(ext));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_crt,
+            "-CAkey",
+            &ca_key,
+            "-set_serial",
+            "7",
+            "-days",
+            "2",
+            "-extfile",
+            &extfile,
+            "-out",
+            &crt,
+        ]);
+    }
+    let chain = [
+        std::fs::read(p("leaf.crt")).unwrap(),
+        std::fs::read(p("int.crt")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(p("fullchain.pem"), chain).unwrap();
+    let (cert_flag, key_flag) = (
+        format!("--tls-cert={}", p("fullchain.pem")),
+        format!("--tls-key={}", p("leaf.key")),
+    );
+    let s = Server::start(&["--tls", &cert_flag, &key_flag]);
+    let mut c = connect_to(&s, Path::new(&root_crt));
+    assert_eq!(send(&mut c, s.req("GET", "/x/config"), "GET").status, 404);
+    // The fingerprint logged is the leaf's.
+    assert_eq!(
+        logged_fingerprints(&s),
+        [openssl_fingerprint(Path::new(&p("leaf.crt")))]
+    );
+}
+
+#[test]
 fn sigterm_lets_a_tls_upload_in_flight_finish_then_exits_0() {
     let mut s = start_tls(&[]);
     let mut c = connect(&s);
