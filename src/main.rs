@@ -11,12 +11,15 @@ mod auth;
 mod cli;
 mod error;
 mod handler;
+mod htpasswd;
 mod http;
 mod quota;
 mod repo;
 mod route;
 mod server;
+mod throttle;
 mod upload;
+mod usercmd;
 
 use cli::{Command, Config};
 use handler::{Authn, State};
@@ -29,6 +32,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(cfg)) => cfg,
+        Ok(Command::User(cmd)) => return usercmd::run(&cmd),
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
