@@ -14,7 +14,7 @@
 //! and swept once expired.
 
 use crate::htpasswd::{self, Hash, Users};
-use crate::throttle::Throttle;
+use crate::throttle::{self, Throttle};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -46,7 +46,8 @@ pub(crate) struct Auth {
     /// Verified pairs: salted key -> expiry.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     salt: [u8; 16],
-    /// One slow hash per core: a flood of wrong passwords cannot starve everything else.
+    /// At most one slow hash per two cores: a flood of wrong passwords cannot starve
+    /// everything else.
     slow_slots: smol::lock::Semaphore,
     throttle: Throttle,
 }
@@ -62,13 +63,16 @@ impl Auth {
             )
         })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Half the cores (at least one): a flood of logins from many addresses, which the
+        // per-address back-off cannot stop, still leaves half the CPU to transfers.
+        let slow_slots = (cores / 2).max(1);
         Ok(Auth {
             path: path.to_owned(),
             users: RwLock::new(Arc::new(users)),
             checked: Mutex::new((Instant::now(), stamp)),
             cache: Mutex::new(HashMap::new()),
             salt: random_salt(),
-            slow_slots: smol::lock::Semaphore::new(cores),
+            slow_slots: smol::lock::Semaphore::new(slow_slots),
             throttle: Throttle::default(),
         })
     }
@@ -135,8 +139,11 @@ impl Auth {
     /// that grows with the address's failures in a row.
     pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> bool {
         self.reload_if_changed().await;
-        let hash = self.users().get(user).cloned();
-        let key = hash.as_ref().map(|h| self.cache_key(user, password, h));
+        // Hold this version of the users for the whole check: a reload meanwhile does not
+        // change which stored hash this answer (and its cache entry) is about.
+        let users = self.users();
+        let hash = users.get(user);
+        let key = hash.map(|h| self.cache_key(user, password, h));
         if let Some(key) = &key
             && self
                 .cache()
@@ -145,11 +152,15 @@ impl Auth {
         {
             return true;
         }
-        let start = self.throttle.admit(peer, Instant::now());
+        let Some(start) = self.throttle.admit(peer, Instant::now()) else {
+            log::debug!("login from {peer} as user {user:?} refused unchecked: too many queued");
+            smol::Timer::after(throttle::MAX_DELAY).await;
+            return false;
+        };
         if start > Instant::now() {
             smol::Timer::at(start).await;
         }
-        let ok = match &hash {
+        let ok = match hash {
             Some(hash) => self.check(hash, password).await,
             // An unknown user costs no hash, but is throttled and answered like a wrong password.
             None => false,
@@ -161,6 +172,8 @@ impl Auth {
                 cache.retain(|_, expiry| *expiry > now);
             }
             cache.insert(key, now + PASSWORD_CACHE_TTL);
+            drop(cache);
+            self.throttle.succeeded(peer);
         } else {
             let delay = self.throttle.failed(peer, user, Instant::now());
             log::debug!("failed login from {peer} as user {user:?}");
