@@ -6,7 +6,7 @@
 //! minute. A verified user:password pair is therefore remembered for [`PASSWORD_CACHE_TTL`],
 //! keyed by a salted SHA-256 of user, password and the stored hash (never the password itself).
 //! Wrong passwords are never cached. Slow hashes (bcrypt, SHA-crypt, apr1) run on the blocking
-//! pool, at most one per core at a time, never on an executor thread.
+//! pool, at most one per two cores at a time, never on an executor thread.
 //!
 //! Invariant: a cache entry can only vouch for the exact stored hash it was made with, and
 //! every check first looks the user up in the current users. So a user removed from the file,
@@ -182,7 +182,7 @@ impl Auth {
         ok
     }
 
-    /// Runs the hash: `{SHA}` inline, everything slow on the blocking pool, one per core.
+    /// Runs the hash: `{SHA}` inline, everything slow on the blocking pool, one per two cores.
     async fn check(&self, hash: &Hash, password: &str) -> bool {
         if !hash.is_slow() {
             return hash.verify(password.as_bytes());
