@@ -1,16 +1,24 @@
-//! Who is asking: the htpasswd file, its hash formats, live reload, and the cache that makes
-//! bcrypt affordable on a Raspberry Pi.
+//! Who is asking: the htpasswd file, live reload, and the cache that makes slow hashes
+//! affordable on a Raspberry Pi. The file format and the hash formats are `htpasswd.rs`; the
+//! back-off for password guessing is `throttle.rs`.
 //!
 //! One bcrypt check at cost 10 takes 100+ ms on a Pi; restic sends hundreds of requests per
 //! minute. A verified user:password pair is therefore remembered for [`PASSWORD_CACHE_TTL`],
-//! keyed by a salted SHA-256 of user, password and the stored hash (never the password itself,
-//! and a changed htpasswd entry misses the cache at once). Wrong passwords are never cached.
-//! bcrypt runs on the blocking pool, at most one per core at a time, never on an executor thread.
+//! keyed by a salted SHA-256 of user, password and the stored hash (never the password itself).
+//! Wrong passwords are never cached. Slow hashes (bcrypt, SHA-crypt, apr1) run on the blocking
+//! pool, at most one per two cores at a time, never on an executor thread.
+//!
+//! Invariant: a cache entry can only vouch for the exact stored hash it was made with, and
+//! every check first looks the user up in the current users. So a user removed from the file,
+//! or whose password changed, is refused from the reload on; the stale entry is unreachable
+//! and swept once expired.
 
-use sha1::Sha1;
+use crate::htpasswd::{self, Hash, Users};
+use crate::throttle::{self, Throttle};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -25,29 +33,9 @@ const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// password in use, so it stays tiny unless a password changes often).
 const CACHE_SWEEP_AT: usize = 256;
 
-/// A stored password hash, by format.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Hash {
-    /// `$2a$`, `$2b$`, `$2y$`: the whole modular-crypt string.
-    Bcrypt(String),
-    /// `{SHA}base64(sha1(password))`: the 20 digest bytes.
-    Sha1([u8; 20]),
-}
-
-impl Hash {
-    /// The stored form, mixed into the cache key.
-    fn stored(&self) -> &[u8] {
-        match self {
-            Hash::Bcrypt(s) => s.as_bytes(),
-            Hash::Sha1(d) => d,
-        }
-    }
-}
-
-type Users = HashMap<String, Hash>;
-
-/// What identifies a version of the file on disk.
-type Stamp = Option<(SystemTime, u64)>;
+/// What identifies a version of the file on disk: mtime, size and inode (an atomic replace
+/// by `rest-server user` or an editor gives a new inode even within one mtime tick).
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 #[derive(Debug)]
 pub(crate) struct Auth {
@@ -58,8 +46,10 @@ pub(crate) struct Auth {
     /// Verified pairs: salted key -> expiry.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     salt: [u8; 16],
-    /// One bcrypt per core: a flood of wrong passwords cannot starve everything else.
-    bcrypt_slots: smol::lock::Semaphore,
+    /// At most one slow hash per two cores: a flood of wrong passwords cannot starve
+    /// everything else.
+    slow_slots: smol::lock::Semaphore,
+    throttle: Throttle,
 }
 
 impl Auth {
@@ -73,13 +63,17 @@ impl Auth {
             )
         })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Half the cores (at least one): a flood of logins from many addresses, which the
+        // per-address back-off cannot stop, still leaves half the CPU to transfers.
+        let slow_slots = (cores / 2).max(1);
         Ok(Auth {
             path: path.to_owned(),
             users: RwLock::new(Arc::new(users)),
             checked: Mutex::new((Instant::now(), stamp)),
             cache: Mutex::new(HashMap::new()),
             salt: random_salt(),
-            bcrypt_slots: smol::lock::Semaphore::new(cores),
+            slow_slots: smol::lock::Semaphore::new(slow_slots),
+            throttle: Throttle::default(),
         })
     }
 
@@ -95,10 +89,14 @@ impl Auth {
         self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Re-reads the file (SIGHUP, or a changed mtime/size). A file that cannot be read keeps
-    /// the users we have, and says why.
+    /// Re-reads the file (SIGHUP). A file that cannot be read keeps the users we have, and
+    /// says why.
     pub(crate) fn reload(&self) {
-        match read_users(&self.path) {
+        self.install(read_users(&self.path));
+    }
+
+    fn install(&self, loaded: std::io::Result<(Users, Stamp)>) {
+        match loaded {
             Ok((users, stamp)) => {
                 log::info!("reloaded {}: {} users", self.path.display(), users.len());
                 *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
@@ -111,7 +109,8 @@ impl Auth {
         }
     }
 
-    /// Reloads if the file changed, looking at most every [`RELOAD_CHECK_INTERVAL`].
+    /// Reloads if the file changed, looking at most every [`RELOAD_CHECK_INTERVAL`]. A change
+    /// that cannot be read is reported once, not every interval (SIGHUP retries).
     async fn reload_if_changed(&self) {
         let known = {
             let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,38 +122,74 @@ impl Auth {
         };
         let path = self.path.clone();
         let now = smol::unblock(move || stamp(&path)).await;
-        if now != known {
-            self.reload();
+        if now == known {
+            return;
         }
+        let path = self.path.clone();
+        let loaded = smol::unblock(move || read_users(&path)).await;
+        if loaded.is_err() {
+            self.checked.lock().unwrap_or_else(|e| e.into_inner()).1 = now;
+        }
+        self.install(loaded);
     }
 
-    /// Checks a user:password pair.
-    pub(crate) async fn verify(&self, user: &str, password: &str) -> bool {
+    /// Checks a user:password pair from client address `peer`. A pair verified within
+    /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation and
+    /// waits for the address's turn (see `throttle.rs`); a failure is answered after a delay
+    /// that grows with the address's failures in a row.
+    pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> bool {
         self.reload_if_changed().await;
-        let Some(hash) = self.users().get(user).cloned() else {
-            return false;
-        };
-        let key = self.cache_key(user, password, &hash);
-        let now = Instant::now();
-        if self.cache().get(&key).is_some_and(|&expiry| expiry > now) {
+        // Hold this version of the users for the whole check: a reload meanwhile does not
+        // change which stored hash this answer (and its cache entry) is about.
+        let users = self.users();
+        let hash = users.get(user);
+        let key = hash.map(|h| self.cache_key(user, password, h));
+        if let Some(key) = &key
+            && self
+                .cache()
+                .get(key)
+                .is_some_and(|&expiry| expiry > Instant::now())
+        {
             return true;
         }
-        let ok = match hash {
-            Hash::Sha1(digest) => ct_eq(&Sha1::digest(password.as_bytes()), &digest),
-            Hash::Bcrypt(stored) => {
-                let _slot = self.bcrypt_slots.acquire().await;
-                let password = password.to_owned();
-                smol::unblock(move || bcrypt::verify(password, &stored).unwrap_or(false)).await
-            }
+        let Some(start) = self.throttle.admit(peer, Instant::now()) else {
+            log::debug!("login from {peer} as user {user:?} refused unchecked: too many queued");
+            smol::Timer::after(throttle::MAX_DELAY).await;
+            return false;
         };
-        if ok {
+        if start > Instant::now() {
+            smol::Timer::at(start).await;
+        }
+        let ok = match hash {
+            Some(hash) => self.check(hash, password).await,
+            // An unknown user costs no hash, but is throttled and answered like a wrong password.
+            None => false,
+        };
+        if let (true, Some(key)) = (ok, key) {
+            let now = Instant::now();
             let mut cache = self.cache();
             if cache.len() >= CACHE_SWEEP_AT {
                 cache.retain(|_, expiry| *expiry > now);
             }
             cache.insert(key, now + PASSWORD_CACHE_TTL);
+            drop(cache);
+            self.throttle.succeeded(peer);
+        } else {
+            let delay = self.throttle.failed(peer, user, Instant::now());
+            log::debug!("failed login from {peer} as user {user:?}");
+            smol::Timer::after(delay).await;
         }
         ok
+    }
+
+    /// Runs the hash: `{SHA}` inline, everything slow on the blocking pool, one per two cores.
+    async fn check(&self, hash: &Hash, password: &str) -> bool {
+        if !hash.is_slow() {
+            return hash.verify(password.as_bytes());
+        }
+        let _slot = self.slow_slots.acquire().await;
+        let (hash, password) = (hash.clone(), password.to_owned());
+        smol::unblock(move || hash.verify(password.as_bytes())).await
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
@@ -174,85 +209,17 @@ impl Auth {
 
 fn stamp(path: &Path) -> Stamp {
     let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 fn read_users(path: &Path) -> std::io::Result<(Users, Stamp)> {
     let stamp = stamp(path);
     let text = std::fs::read_to_string(path)?;
-    let (users, warnings) = parse(&text);
+    let (users, warnings) = htpasswd::parse(&text);
     for w in warnings {
         log::warn!("{}: {w}", path.display());
     }
     Ok((users, stamp))
-}
-
-/// Parses htpasswd text into users; lines that cannot be used become warnings (naming the
-/// line and user, never the hash).
-fn parse(text: &str) -> (Users, Vec<String>) {
-    let mut users = Users::new();
-    let mut warnings = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let n = n + 1;
-        let Some((user, stored)) = line.split_once(':') else {
-            warnings.push(format!("line {n}: no ':' between user and hash, skipped"));
-            continue;
-        };
-        if !valid_username(user) {
-            warnings.push(format!(
-                "line {n}: user name {user:?} may only contain letters, digits and @ . _ -, skipped"
-            ));
-            continue;
-        }
-        match parse_hash(stored) {
-            Ok(hash) => {
-                users.insert(user.to_owned(), hash);
-            }
-            Err(why) => warnings.push(format!("line {n}: user {user:?}: {why}, skipped")),
-        }
-    }
-    (users, warnings)
-}
-
-fn parse_hash(stored: &str) -> Result<Hash, &'static str> {
-    use base64::Engine as _;
-    if ["$2a$", "$2b$", "$2y$"]
-        .iter()
-        .any(|p| stored.starts_with(p))
-    {
-        return Ok(Hash::Bcrypt(stored.to_owned()));
-    }
-    if let Some(b64) = stored.strip_prefix("{SHA}") {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|_| "malformed {SHA} hash")?;
-        return bytes
-            .try_into()
-            .map(Hash::Sha1)
-            .map_err(|_| "malformed {SHA} hash");
-    }
-    if stored.starts_with('$') {
-        return Err("unsupported hash format (use bcrypt: htpasswd -B)");
-    }
-    Err("plain-text or DES-crypt password, which is not accepted (use bcrypt: htpasswd -B)")
-}
-
-/// Letters, digits and `@ . _ -`, so that `user@host` works.
-pub(crate) fn valid_username(user: &str) -> bool {
-    !user.is_empty()
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b))
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a digest matched.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && std::hint::black_box(a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y))) == 0
 }
 
 /// A per-process salt for cache keys, from the kernel's CSPRNG.
@@ -269,47 +236,39 @@ fn random_salt() -> [u8; 16] {
 mod tests {
     use super::*;
 
+    fn auth_with(text: &str) -> (Auth, PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "rest-server-auth-unit-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::write(&path, text).unwrap();
+        (Auth::load(&path).unwrap(), path)
+    }
+
+    // Issue 4: the cache must not outlive a removed user or a changed password.
     #[test]
-    fn parses_formats_and_skips_bad_lines() {
-        // alice: bcrypt of "secret" (cost 4); bob: {SHA} of "password".
-        let text = "\
-# comment
-alice:$2y$04$z5zmjJMeX1Pv2R5HXgfX/Ok96G6Wg3ZD4b.lSJMiwGbGo0ybhiFxO
-bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=
-carol:plaintext
-dave:abJnggxhB/yWI
-bad user:$2y$04$z5zmjJMeX1Pv2R5HXgfX/Ok96G6Wg3ZD4b.lSJMiwGbGo0ybhiFxO
-eve@host.example:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=
-nocolon
-frank:{SHA}not-base64!
-";
-        let (users, warnings) = parse(text);
-        let mut names: Vec<_> = users.keys().cloned().collect();
-        names.sort();
-        assert_eq!(names, ["alice", "bob", "eve@host.example"]);
-        assert_eq!(warnings.len(), 5, "{warnings:#?}");
-        assert!(warnings.iter().any(|w| w.contains("\"carol\"")));
-        assert!(
-            warnings
-                .iter()
-                .all(|w| !w.contains("plaintext") && !w.contains("abJngg"))
-        );
+    fn cache_does_not_outlive_a_removed_or_changed_user() {
+        let (auth, path) = auth_with("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+        smol::block_on(async {
+            assert!(auth.verify("bob", "password", "192.0.2.1").await);
+            // Changed password ("secret"): the cached pair no longer counts.
+            std::fs::write(&path, "bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
+            auth.reload();
+            assert!(!auth.verify("bob", "password", "192.0.2.2").await);
+            assert!(auth.verify("bob", "secret", "192.0.2.2").await);
+            std::fs::write(&path, "# nobody\n").unwrap();
+            auth.reload();
+            assert!(!auth.verify("bob", "secret", "192.0.2.3").await);
+        });
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]
-    fn usernames() {
-        for ok in ["alice", "user@host", "a.b_c-d", "X9"] {
-            assert!(valid_username(ok), "{ok}");
-        }
-        for bad in ["", "a b", "a:b", "ä", "a/b", "a\tb"] {
-            assert!(!valid_username(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"ab"));
+    fn failed_reload_keeps_users() {
+        let (auth, path) = auth_with("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+        std::fs::remove_file(&path).unwrap();
+        auth.reload();
+        assert_eq!(auth.user_count(), 1);
     }
 }

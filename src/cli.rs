@@ -38,8 +38,11 @@ Network:
                                   socket is used instead
 
 Authentication:
-      --htpasswd-file FILE        htpasswd file (default \"<path>/.htpasswd\"); bcrypt and
-                                  {SHA} entries
+      --htpasswd-file FILE        htpasswd file (default \"<path>/.htpasswd\"); bcrypt
+                                  (htpasswd -B), $apr1$ (-m), $5$ (-2), $6$ (-5) and {SHA}
+                                  (-s) entries; reloaded when it changes (checked every
+                                  30 s) and on SIGHUP. Repeated failed logins from one
+                                  address are answered with growing delays (up to 5 s)
       --no-auth                   disable authentication: everyone may do everything
       --proxy-auth-username HDR   take the username from request header HDR, set by a
                                   trusted reverse proxy (basic auth is then off)
@@ -61,6 +64,14 @@ TLS (HTTPS):
       --tls-prefer-chacha20       prefer ChaCha20-Poly1305 over AES-GCM even though this CPU
                                   has AES instructions (automatic on CPUs without them, such
                                   as the Raspberry Pi 4 and older)
+
+Users (no Apache htpasswd needed; see rest-server user --help):
+  rest-server user add NAME       add a user or change its password (bcrypt; asks on the
+                                  terminal, or --password-stdin; --cost N, default 10)
+  rest-server user remove NAME    remove a user
+  rest-server user list           list users and their hash formats
+  rest-server user check NAME     check a password: exit 0 if right, 1 if not
+                                  (all take --path DIR or --htpasswd-file FILE)
 
 Logging:
       --log FILE                  write an access log in combined log format to FILE
@@ -146,6 +157,8 @@ pub(crate) struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Command {
     Serve(Box<Config>),
+    /// `rest-server user ...`: manage the htpasswd file (parsed in `usercmd.rs`).
+    User(crate::usercmd::UserCommand),
     Help,
     Version,
 }
@@ -188,7 +201,10 @@ const FLAGS: &[(&str, Arity)] = &[
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut bools: Vec<(&str, bool)> = Vec::new();
     let mut values: Vec<(&str, String)> = Vec::new();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.next_if(|a| a == "user").is_some() {
+        return crate::usercmd::parse(args).map(Command::User);
+    }
     while let Some(arg) = args.next() {
         let arg = utf8(arg)?;
         let long = match arg.as_str() {

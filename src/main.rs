@@ -11,15 +11,18 @@ mod auth;
 mod cli;
 mod error;
 mod handler;
+mod htpasswd;
 mod http;
 mod metrics;
 mod quota;
 mod repo;
 mod route;
 mod server;
+mod throttle;
 #[cfg(feature = "tls")]
 mod tls;
 mod upload;
+mod usercmd;
 
 use cli::{Command, Config};
 use handler::{Authn, State};
@@ -32,6 +35,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(cfg)) => cfg,
+        Ok(Command::User(cmd)) => return usercmd::run(&cmd),
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;

@@ -87,9 +87,11 @@ async fn serve(
     state: Arc<State>,
     tls: Option<Arc<Tls>>,
 ) -> Result<(), String> {
-    let listener = bind(&cfg.listen)?;
+    // Handlers first: "start server on" tells systemd and scripts we are up, and a SIGHUP
+    // (systemctl reload) arriving after that line must reload, not kill.
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let listener = bind(&cfg.listen)?;
     if let Some(q) = state.quota.clone() {
         let root = state.repos.root().to_owned();
         smol::unblock(move || {

@@ -1,0 +1,512 @@
+//! `rest-server user add|remove|list|check`: manages the htpasswd file without Apache's
+//! `htpasswd`, which a router or NAS usually lacks.
+//!
+//! New passwords are bcrypt (what the Go server accepts too). Every other line, comments and
+//! lines the server skips included, is kept as it was. The file is replaced atomically (temp
+//! file beside it, fsync, rename, directory fsync), so a running server never reads half a
+//! file; it notices the new file by itself within 30 s (mtime reload), or at once on SIGHUP.
+
+use crate::htpasswd::{self, Hash};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, Write};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// bcrypt cost of new passwords: what `htpasswd -B -C 10` writes; ~100 ms per check on a
+/// Raspberry Pi 4, paid once a minute per client thanks to the server's cache.
+const DEFAULT_COST: u32 = 10;
+
+/// What the bcrypt crate (and OpenBSD's bcrypt) accept.
+const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// bcrypt only looks at this many bytes of a password; longer ones are refused rather than
+/// silently truncated.
+const MAX_PASSWORD_BYTES: usize = 72;
+
+/// Mode of a new htpasswd file: only its owner (the server's user) may read the hashes.
+const FILE_MODE: u32 = 0o600;
+
+/// Mode of a data directory created for a first user, as the server creates it.
+const DIR_MODE: u32 = 0o700;
+
+/// The default `--path`, as the server's.
+const DEFAULT_PATH: &str = "/tmp/restic";
+
+/// Exit status when `check` finds a wrong password or the user is missing, or `remove`
+/// finds no such user (and on I/O errors).
+const EXIT_NO: u8 = 1;
+
+pub(crate) const USER_HELP: &str = "\
+Manage the users of the htpasswd file (no Apache htpasswd needed).
+
+Usage:
+  rest-server user add NAME      add NAME, or change NAME's password
+  rest-server user remove NAME   remove NAME
+  rest-server user list          list users and their hash formats
+  rest-server user check NAME    check NAME's password: exit 0 if right, 1 if not
+
+Flags:
+      --path DIR                  data directory; the file is DIR/.htpasswd
+                                  (default \"/tmp/restic\", as for the server)
+      --htpasswd-file FILE        the htpasswd file (overrides --path)
+      --cost N                    bcrypt cost for new passwords, 4 to 31 (default 10)
+      --password-stdin            read the password from the first line of standard input
+                                  instead of asking on the terminal
+  -h, --help                      show this help
+
+NAME may contain letters, digits and @ . _ -. The password is asked twice on the terminal
+(without echo) for `add`. Other lines and comments of the file are kept; the file is
+replaced atomically with mode 0600 (group-read kept if the old file had it, and its owner
+and group when run as root). A running server picks up the change within 30 s, or at once
+on SIGHUP.
+";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Add(String),
+    Remove(String),
+    List,
+    Check(String),
+    Help,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct UserCommand {
+    pub action: Action,
+    pub file: PathBuf,
+    pub cost: u32,
+    pub password_stdin: bool,
+}
+
+/// Flags `user` accepts (the help test checks each is documented).
+const FLAGS: &[&str] = &["path", "htpasswd-file", "cost", "password-stdin", "help"];
+
+/// Parses the arguments after `user`. The error is one line naming the problem.
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<UserCommand, String> {
+    let mut words = Vec::new();
+    let (mut path, mut file, mut cost, mut password_stdin, mut help) =
+        (None, None, DEFAULT_COST, false, false);
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let Some(long) = arg.strip_prefix("--") else {
+            if arg == "-h" {
+                help = true;
+            } else if arg.starts_with('-') && arg.len() > 1 {
+                return Err(format!(
+                    "unknown flag {arg:?} (see rest-server user --help)"
+                ));
+            } else {
+                words.push(arg);
+            }
+            continue;
+        };
+        let (name, inline) = match long.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (long, None),
+        };
+        if !FLAGS.contains(&name) {
+            return Err(format!(
+                "unknown flag --{name} (see rest-server user --help)"
+            ));
+        }
+        if matches!(name, "password-stdin" | "help") {
+            let on = match inline.as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(v) => return Err(format!("invalid value {v:?} for --{name}")),
+            };
+            if name == "help" {
+                help = on;
+            } else {
+                password_stdin = on;
+            }
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| format!("flag --{name} needs a value"))?,
+        };
+        if value.is_empty() {
+            return Err(format!("--{name} must not be empty"));
+        }
+        match name {
+            "path" => path = Some(PathBuf::from(value)),
+            "htpasswd-file" => file = Some(PathBuf::from(value)),
+            _ => {
+                cost = value
+                    .parse()
+                    .ok()
+                    .filter(|c| COSTS.contains(c))
+                    .ok_or_else(|| {
+                        format!("invalid value {value:?} for --cost: expected 4 to 31")
+                    })?;
+            }
+        }
+    }
+    let file = file.unwrap_or_else(|| {
+        path.unwrap_or_else(|| DEFAULT_PATH.into())
+            .join(".htpasswd")
+    });
+    let mut words = words.into_iter();
+    let action = match (words.next().as_deref(), words.next()) {
+        _ if help => Action::Help,
+        (Some("add"), Some(name)) => {
+            if !htpasswd::valid_username(&name) {
+                return Err(format!(
+                    "invalid user name {name:?}: use letters, digits and @ . _ - only"
+                ));
+            }
+            Action::Add(name)
+        }
+        (Some("remove"), Some(name)) => Action::Remove(name),
+        (Some("check"), Some(name)) => Action::Check(name),
+        (Some("list"), None) => Action::List,
+        (Some(verb @ ("add" | "remove" | "check")), None) => {
+            return Err(format!("rest-server user {verb} needs a user name"));
+        }
+        (None, _) => {
+            return Err(
+                "missing action: add, remove, list or check (see rest-server user --help)".into(),
+            );
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "unexpected {other:?}: expected add NAME, remove NAME, list or check NAME"
+            ));
+        }
+    };
+    if let Some(extra) = words.next() {
+        return Err(format!(
+            "unexpected argument {extra:?} (see rest-server user --help)"
+        ));
+    }
+    Ok(UserCommand {
+        action,
+        file,
+        cost,
+        password_stdin,
+    })
+}
+
+/// Runs the command; messages go to stdout, problems to stderr.
+pub(crate) fn run(cmd: &UserCommand) -> ExitCode {
+    let result = match &cmd.action {
+        Action::Help => {
+            print!("{USER_HELP}");
+            Ok(true)
+        }
+        Action::Add(name) => add(cmd, name),
+        Action::Remove(name) => remove(&cmd.file, name),
+        Action::List => list(&cmd.file),
+        Action::Check(name) => check(cmd, name),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_NO),
+        Err(e) => {
+            eprintln!("rest-server: {e}");
+            ExitCode::from(EXIT_NO)
+        }
+    }
+}
+
+fn add(cmd: &UserCommand, name: &str) -> Result<bool, String> {
+    let file = &cmd.file;
+    // Read first: a file we cannot read must not be replaced by one with a single user.
+    let text = match fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    };
+    let password = read_password(cmd, &format!("Password for {name}: "), true)?;
+    let hash = Hash::bcrypt(&password, cmd.cost)?;
+    let line = format!("{name}:{}", String::from_utf8_lossy(hash.stored()));
+    let (text, replaced) = set_user(&text, name, &line);
+    if let Some(dir) = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    }
+    write_atomically(file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    if replaced {
+        println!("changed the password of {name} in {}", file.display());
+    } else {
+        println!("added {name} to {}", file.display());
+    }
+    println!("a running rest-server picks this up within 30 s (or at once on SIGHUP)");
+    Ok(true)
+}
+
+fn remove(file: &Path, name: &str) -> Result<bool, String> {
+    let text =
+        fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let Some(text) = remove_user(&text, name) else {
+        eprintln!("rest-server: no user {name:?} in {}", file.display());
+        return Ok(false);
+    };
+    write_atomically(file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    println!("removed {name} from {}", file.display());
+    println!("a running rest-server locks {name} out within 30 s (or at once on SIGHUP)");
+    Ok(true)
+}
+
+fn list(file: &Path) -> Result<bool, String> {
+    let text =
+        fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let (users, warnings) = htpasswd::parse(&text);
+    for w in warnings {
+        eprintln!("warning: {}: {w}", file.display());
+    }
+    let mut users: Vec<_> = users.into_iter().collect();
+    users.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, hash) in users {
+        println!("{name}\t{}", hash.format_name());
+    }
+    Ok(true)
+}
+
+fn check(cmd: &UserCommand, name: &str) -> Result<bool, String> {
+    let file = &cmd.file;
+    let text =
+        fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let (users, _) = htpasswd::parse(&text);
+    let Some(hash) = users.get(name) else {
+        eprintln!(
+            "rest-server: no usable entry for {name:?} in {}",
+            file.display()
+        );
+        return Ok(false);
+    };
+    let password = read_password(cmd, &format!("Password for {name}: "), false)?;
+    if hash.verify(password.as_bytes()) {
+        println!("password of {name} is correct");
+        Ok(true)
+    } else {
+        eprintln!("rest-server: wrong password for {name}");
+        Ok(false)
+    }
+}
+
+/// From stdin's first line (`--password-stdin`) or the terminal without echo; a new password
+/// (`confirm`) is asked twice and must fit bcrypt.
+fn read_password(cmd: &UserCommand, prompt: &str, confirm: bool) -> Result<String, String> {
+    let password = if cmd.password_stdin {
+        let mut line = String::new();
+        io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let line = line.strip_suffix('\n').unwrap_or(&line);
+        line.strip_suffix('\r').unwrap_or(line).to_owned()
+    } else {
+        let no_tty = |e: io::Error| {
+            format!("cannot read a password from the terminal ({e}): use --password-stdin")
+        };
+        let first = rpassword::prompt_password(prompt).map_err(no_tty)?;
+        if confirm {
+            let again = rpassword::prompt_password("Retype password: ").map_err(no_tty)?;
+            if again != first {
+                return Err("the passwords do not match; nothing changed".into());
+            }
+        }
+        first
+    };
+    if confirm && password.is_empty() {
+        return Err("empty password refused; nothing changed".into());
+    }
+    if confirm && password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "password longer than {MAX_PASSWORD_BYTES} bytes, of which bcrypt would ignore the rest; nothing changed"
+        ));
+    }
+    Ok(password)
+}
+
+/// The file with `name`'s line(s) replaced by `line` (in place of the first, later duplicates
+/// dropped) or `line` appended; `true` if the user was there.
+fn set_user(text: &str, name: &str, line: &str) -> (String, bool) {
+    let mut out = String::with_capacity(text.len() + line.len() + 1);
+    let mut replaced = false;
+    for old in text.lines() {
+        if htpasswd::line_user(old) == Some(name) {
+            if !replaced {
+                out.push_str(line);
+                out.push('\n');
+                replaced = true;
+            }
+        } else {
+            out.push_str(old);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, replaced)
+}
+
+/// The file without `name`'s lines, or `None` if it has none.
+fn remove_user(text: &str, name: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut found = false;
+    for old in text.lines() {
+        if htpasswd::line_user(old) == Some(name) {
+            found = true;
+        } else {
+            out.push_str(old);
+            out.push('\n');
+        }
+    }
+    found.then_some(out)
+}
+
+/// Replaces `path` with `text`: temp file in the same directory, fsync, rename over, fsync
+/// the directory. A symlinked htpasswd file is followed, so the link stays.
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let target = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)?,
+        _ => path.to_owned(),
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let old = fs::metadata(&target).ok();
+    // 0600, keeping group-read if the old file had it (a root:restic 0640 setup stays readable
+    // by the server's group).
+    let mode = FILE_MODE | old.as_ref().map_or(0, |m| m.mode() & 0o040);
+    let name = target
+        .file_name()
+        .map_or("htpasswd".into(), |n| n.to_string_lossy().into_owned());
+    let temp = TempFile(dir.join(format!(".{name}.tmp-{:016x}", fastrand::u64(..))));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp.0)?;
+    // The umask may have taken bits away from the mode asked for.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    if let Some(m) = &old {
+        // Root editing the file of a server that runs as its own user: keep it the owner.
+        // Anyone else cannot chown, and owns the file they could replace anyway.
+        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    }
+    f.write_all(text.as_bytes())?;
+    // fsync before rename, or a crash could leave an empty file in place of the users.
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&temp.0, &target)?;
+    std::mem::forget(temp);
+    File::open(&dir)?.sync_all()
+}
+
+/// Removes the temp file on an early return.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Result<UserCommand, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_actions_and_flags() {
+        let c = cmd(&[
+            "add",
+            "alice@nas",
+            "--path",
+            "/srv/r",
+            "--cost=12",
+            "--password-stdin",
+        ])
+        .unwrap();
+        assert_eq!(c.action, Action::Add("alice@nas".into()));
+        assert_eq!(c.file, PathBuf::from("/srv/r/.htpasswd"));
+        assert_eq!((c.cost, c.password_stdin), (12, true));
+        let c = cmd(&["--htpasswd-file=/etc/rs", "--path", "/x", "list"]).unwrap();
+        assert_eq!((c.action, c.file), (Action::List, PathBuf::from("/etc/rs")));
+        let c = cmd(&["check", "bob"]).unwrap();
+        assert_eq!(c.file, PathBuf::from("/tmp/restic/.htpasswd"));
+        assert_eq!(c.cost, DEFAULT_COST);
+        assert_eq!(
+            cmd(&["remove", "bob"]).unwrap().action,
+            Action::Remove("bob".into())
+        );
+        assert_eq!(cmd(&["-h"]).unwrap().action, Action::Help);
+        assert_eq!(cmd(&["add", "--help"]).unwrap().action, Action::Help);
+    }
+
+    #[test]
+    fn bad_user_command_lines() {
+        for args in [
+            &[][..],
+            &["add"],
+            &["add", "bad name"],
+            &["add", "a:b"],
+            &["add", "ä"],
+            &["list", "extra"],
+            &["frobnicate"],
+            &["add", "x", "--cost", "3"],
+            &["add", "x", "--cost", "32"],
+            &["add", "x", "--cost"],
+            &["add", "x", "--bogus"],
+            &["add", "x", "y"],
+            &["add", "x", "--path="],
+        ] {
+            let e = cmd(args).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        for name in FLAGS {
+            assert!(
+                USER_HELP.contains(&format!("--{name}")),
+                "user --help misses --{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn edits_keep_other_lines() {
+        let text = "# users\nalice:$2y$old\n\nbob:{SHA}x\nalice:dup\ncarol:plain\n";
+        let (out, replaced) = set_user(text, "alice", "alice:$2y$new");
+        assert!(replaced);
+        assert_eq!(out, "# users\nalice:$2y$new\n\nbob:{SHA}x\ncarol:plain\n");
+        let (out, replaced) = set_user("# only a comment", "dave", "dave:h");
+        assert!(!replaced);
+        assert_eq!(out, "# only a comment\ndave:h\n");
+        assert_eq!(
+            remove_user(text, "bob").unwrap(),
+            "# users\nalice:$2y$old\n\nalice:dup\ncarol:plain\n"
+        );
+        assert_eq!(remove_user(text, "nobody"), None);
+        // A user whose name is a prefix of another is not touched.
+        assert_eq!(remove_user("al:x\nalice:y\n", "al").unwrap(), "alice:y\n");
+    }
+}

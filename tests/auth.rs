@@ -1,0 +1,605 @@
+//! SPEC 6 / issue 4 against the real binary: every htpasswd format as the real `htpasswd` tool
+//! writes it, reload on SIGHUP and on mtime, failed reloads, proxy auth, private repos, the
+//! back-off for failed logins, the `user` subcommand, and that no log line carries a secret.
+
+mod common;
+
+use common::*;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `htpasswd -nb FLAGS user password` (apache2-utils), as one line without the newline.
+fn htpasswd_line(flags: &[&str], user: &str, password: &str) -> String {
+    let out = Command::new("htpasswd")
+        .arg("-nb")
+        .args(flags)
+        .args([user, password])
+        .output()
+        .expect("htpasswd must be installed (apt-get install apache2-utils)");
+    assert!(out.status.success(), "htpasswd {flags:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A temp dir whose `data/.htpasswd` holds `text`; returns it and the file's path.
+fn dir_with_htpasswd(name: &str, text: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(name);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join(".htpasswd");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
+fn start_with(name: &str, text: &str, args: &[&str]) -> (Server, PathBuf) {
+    let (dir, file) = dir_with_htpasswd(name, text);
+    (Server::start_in(dir, args), file)
+}
+
+/// Status of `POST /<repo>/?create=true` as `user`.
+fn create_as(s: &Server, repo: &str, user: &str, password: &str) -> u16 {
+    s.req("POST", &format!("/{repo}?create=true"))
+        .basic(user, password)
+        .send()
+        .status
+}
+
+/// Status of `GET /<user>/config` as `user` (404 once in: no config yet; 401 if refused).
+fn probe(s: &Server, user: &str, password: &str) -> u16 {
+    s.req("GET", &format!("/{user}/config"))
+        .basic(user, password)
+        .send()
+        .status
+}
+
+/// Runs `rest-server ARGS` with `stdin` as standard input: (exit code, stdout, stderr).
+fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A child that refuses its arguments exits without reading: a broken pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn user_cmd(file: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut all = vec!["user"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--htpasswd-file", file.to_str().unwrap()]);
+    cli_with_stdin(&all, stdin)
+}
+
+#[test]
+fn every_hash_format_from_the_real_htpasswd_tool() {
+    let users = [
+        ("bcrypt", vec!["-B"]),
+        ("sha1", vec!["-s"]),
+        ("apr1", vec!["-m"]),
+        ("sha256", vec!["-2"]),
+        ("sha512", vec!["-5"]),
+        ("sha512rounds", vec!["-5", "-r", "10000"]),
+    ];
+    let mut text = String::from("# one user per format\n");
+    for (user, flags) in &users {
+        let line = htpasswd_line(flags, user, &format!("pw-{user}:x ä"));
+        text.push_str(&line);
+        text.push('\n');
+    }
+    assert!(text.contains("bcrypt:$2y$") && text.contains("apr1:$apr1$"));
+    assert!(text.contains("sha256:$5$") && text.contains("sha512:$6$"));
+    let (s, _) = start_with("formats", &text, &[]);
+    s.wait_log("(6 users)", 5);
+    for (user, _) in &users {
+        assert_eq!(
+            create_as(&s, &format!("{user}/"), user, &format!("pw-{user}:x ä")),
+            200,
+            "{user}"
+        );
+        let r = s
+            .req("GET", &format!("/{user}/config"))
+            .basic(user, &format!("pw-{user}:x"))
+            .send();
+        assert_eq!(r.status, 401, "{user} with a wrong password");
+        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"restic\""));
+    }
+}
+
+#[test]
+fn missing_or_malformed_credentials_get_a_challenge() {
+    let sha = htpasswd_line(&["-s"], "alice", "pw");
+    let (s, _) = start_with("challenge", &format!("{sha}\n"), &[]);
+    for r in [
+        s.get("/alice/config"),
+        s.req("GET", "/alice/config")
+            .header("Authorization", "Basic !!!")
+            .send(),
+        s.req("GET", "/alice/config")
+            .header("Authorization", "Bearer abc")
+            .send(),
+        s.req("GET", "/alice/config").basic("nobody", "pw").send(),
+        s.req("GET", "/").basic("alice", "").send(),
+    ] {
+        assert_eq!(r.status, 401);
+        assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"restic\""));
+        assert_eq!(r.text(), "Unauthorized\n");
+    }
+    assert_eq!(probe(&s, "alice", "pw"), 404);
+}
+
+// SPEC 6: reload on SIGHUP; a removed user is refused at once although their password was
+// verified (and cached) a moment before.
+#[test]
+fn sighup_reload_adds_and_removes_users() {
+    let alice = htpasswd_line(&["-B", "-C", "4"], "alice", "a-pw");
+    let bob = htpasswd_line(&["-m"], "bob", "b-pw");
+    let (s, file) = start_with("sighup", &format!("{alice}\n"), &[]);
+    assert_eq!(probe(&s, "alice", "a-pw"), 404);
+    assert_eq!(probe(&s, "bob", "b-pw"), 401);
+    std::fs::write(&file, format!("{bob}\n")).unwrap();
+    s.signal("HUP");
+    s.wait_log("reloaded", 5);
+    assert_eq!(probe(&s, "bob", "b-pw"), 404);
+    assert_eq!(
+        probe(&s, "alice", "a-pw"),
+        401,
+        "the cache outlived a removed user"
+    );
+    // Alice back with a different password: the old one must not come back from the cache.
+    let alice2 = htpasswd_line(&["-2"], "alice", "new-pw");
+    std::fs::write(&file, format!("{alice2}\n{bob}\n")).unwrap();
+    s.signal("HUP");
+    s.wait_log("reloaded", 5);
+    let t = Instant::now();
+    while !s.log_text().contains(": 2 users") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(probe(&s, "alice", "new-pw"), 404);
+    assert_eq!(probe(&s, "alice", "a-pw"), 401);
+}
+
+// SPEC 6 and issue 4: without any signal, `rest-server user add/remove` on the file of a
+// running server takes effect within 35 s (checked every 30 s), and the removed user's
+// cached password stops working.
+#[test]
+fn user_add_and_remove_are_picked_up_by_a_running_server() {
+    let alice = htpasswd_line(&["-B", "-C", "4"], "alice", "a-pw");
+    let (s, file) = start_with("mtime", &format!("# managed by hand\n{alice}\n"), &[]);
+    assert_eq!(probe(&s, "alice", "a-pw"), 404);
+    let changed = Instant::now();
+    let (code, out, err) = user_cmd(
+        &file,
+        &["add", "bob@laptop", "--password-stdin", "--cost", "4"],
+        "b-pw\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = user_cmd(&file, &["remove", "alice"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    // Poll only alice: her cached password answers at once until the reload, and polling
+    // bob would pile up failed-login delays for this address.
+    while probe(&s, "alice", "a-pw") != 401 {
+        assert!(
+            changed.elapsed() < Duration::from_secs(35),
+            "alice still accepted after 35 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(changed.elapsed() < Duration::from_secs(35));
+    assert_eq!(probe(&s, "bob@laptop", "b-pw"), 404);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("# managed by hand\nbob@laptop:$2"),
+        "{text}"
+    );
+    s.wait_log("reloaded", 1);
+}
+
+// SPEC 6: a failed reload keeps the old users and says why.
+#[test]
+fn failed_reload_keeps_the_old_users() {
+    let alice = htpasswd_line(&["-5"], "alice", "a-pw");
+    let (s, file) = start_with("failreload", &format!("{alice}\n"), &[]);
+    std::fs::remove_file(&file).unwrap();
+    s.signal("HUP");
+    s.wait_log("keeping the previous users", 5);
+    // Not from the cache: alice never logged in before.
+    assert_eq!(probe(&s, "alice", "a-pw"), 404);
+    // A directory in its place cannot be read either.
+    std::fs::create_dir(&file).unwrap();
+    s.signal("HUP");
+    let t = Instant::now();
+    while s.log_text().matches("keeping the previous users").count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log_text().contains(file.to_str().unwrap()),
+        "the error names the file"
+    );
+    assert_eq!(probe(&s, "alice", "a-pw"), 404);
+    assert_eq!(probe(&s, "alice", "wrong"), 401);
+}
+
+#[test]
+fn proxy_auth_header() {
+    // No htpasswd file at all: with --proxy-auth-username none is needed.
+    let s = Server::start_raw(&[
+        "--proxy-auth-username",
+        "X-Forwarded-User",
+        "--private-repos",
+    ]);
+    let as_user = |path: &str, user: Option<&str>| {
+        let mut r = s.req("POST", path);
+        if let Some(u) = user {
+            r = r.header("X-Forwarded-User", u);
+        }
+        r.send()
+    };
+    assert_eq!(as_user("/alice/?create=true", Some("alice")).status, 200);
+    assert_eq!(
+        as_user("/alice/laptop/?create=true", Some("alice")).status,
+        200
+    );
+    assert_eq!(as_user("/bob/?create=true", Some("alice")).status, 401);
+    let r = as_user("/alice/?create=true", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"restic\""));
+    assert_eq!(as_user("/alice/?create=true", Some("")).status, 401);
+    // Basic auth is ignored: it neither logs in nor overrides the header.
+    let r = s
+        .req("POST", "/alice/?create=true")
+        .basic("alice", "pw")
+        .send();
+    assert_eq!(r.status, 401);
+    let r = s
+        .req("POST", "/bob/?create=true")
+        .basic("bob", "pw")
+        .header("X-Forwarded-User", "alice")
+        .send();
+    assert_eq!(r.status, 401);
+    assert!(
+        s.log_text()
+            .contains("Authentication via proxy header X-Forwarded-User")
+    );
+}
+
+// SPEC 6: --private-repos, as the Go server: someone else's repo (and the root) is 401.
+#[test]
+fn private_repos_matrix() {
+    let alice = htpasswd_line(&["-s"], "alice", "a-pw");
+    let al = htpasswd_line(&["-s"], "al", "al-pw");
+    let (s, _) = start_with("private", &format!("{alice}\n{al}\n"), &["--private-repos"]);
+    let cases = [
+        ("alice/", "alice", "a-pw", 200),
+        ("alice/laptop/", "alice", "a-pw", 200),
+        ("", "alice", "a-pw", 401),
+        ("bob/", "alice", "a-pw", 401),
+        ("bob/laptop/", "alice", "a-pw", 401),
+        // A name that is a prefix of another's is not theirs.
+        ("alice/", "al", "al-pw", 401),
+        ("al/", "al", "al-pw", 200),
+    ];
+    for (repo, user, pw, want) in cases {
+        let got = create_as(&s, repo, user, pw);
+        assert_eq!(got, want, "POST /{repo} as {user}");
+    }
+    for (path, want) in [
+        ("/alice/config", 404),
+        ("/alice/laptop/keys/", 200),
+        ("/config", 401),
+        ("/bob/config", 401),
+        ("/keys/", 401),
+    ] {
+        let r = s.req("GET", path).basic("alice", "a-pw").send();
+        assert_eq!(r.status, want, "GET {path}");
+        if want == 401 {
+            assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"restic\""));
+        }
+    }
+}
+
+// SPEC 6: unusable lines are skipped with a warning naming the user, never the hash.
+#[test]
+fn invalid_lines_warn_and_are_skipped() {
+    let good = htpasswd_line(&["-m"], "good", "g-pw");
+    let des = htpasswd_line(&["-d"], "des", "d-pw");
+    let plain = "plain:p-pw-plaintext";
+    let text = format!(
+        "{good}\n{des}\n{plain}\nbad name:{{SHA}}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nargon:$argon2id$v=19$m=1$c2FsdA$aGFzaA\nnocolon\n"
+    );
+    let (s, _) = start_with("invalid", &text, &[]);
+    s.wait_log("(1 users)", 5);
+    let log = s.log_text();
+    for user in ["\"des\"", "\"plain\"", "\"bad name\"", "\"argon\""] {
+        assert!(log.contains(user), "no warning naming {user}:\n{log}");
+    }
+    assert!(log.contains("line 6: no ':'"), "{log}");
+    let des_hash = des.split_once(':').unwrap().1;
+    for secret in [des_hash, "p-pw-plaintext", "W6ph5Mm5", "aGFzaA"] {
+        assert!(!log.contains(secret), "{secret} leaked:\n{log}");
+    }
+    assert!(
+        log.lines().filter(|l| l.contains("WARN")).count() >= 5,
+        "{log}"
+    );
+    assert_eq!(probe(&s, "good", "g-pw"), 404);
+    assert_eq!(probe(&s, "plain", "p-pw-plaintext"), 401);
+    assert_eq!(probe(&s, "des", "d-pw"), 401);
+}
+
+/// Sends `req` to `addr` on a new connection; returns the answer and how long it took.
+fn timed_send(addr: &str, req: &[u8]) -> (Resp, Duration) {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req).unwrap();
+    let r = read_response(&mut BufReader::new(s), "GET");
+    (r, t.elapsed())
+}
+
+// Issue 4 cost control: one address's failures are answered ever more slowly; a client with
+// the right (cached) password and another address are not slowed; one log line per burst.
+#[test]
+fn failed_logins_slow_down_that_address_only() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here to act as a second client address");
+        return;
+    }
+    let alice = htpasswd_line(&["-B", "-C", "4"], "alice", "a-pw");
+    let (s, _) = start_with("throttle", &format!("{alice}\n"), &["--listen", "[::]:0"]);
+    let port = s.addr.rsplit_once(':').unwrap().1;
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let req = |pw: &str| s.req("GET", "/alice/config").basic("alice", pw).bytes();
+    // Alice logs in (and is cached) from the IPv4 address before the attack.
+    assert_eq!(timed_send(&v4, &req("a-pw")).0.status, 404);
+    let mut took = vec![];
+    for _ in 0..6 {
+        let (r, d) = timed_send(&v4, &req("guess"));
+        assert_eq!(r.status, 401);
+        took.push(d);
+        // The cached client on the same address is never slowed.
+        let (r, d) = timed_send(&v4, &req("a-pw"));
+        assert_eq!(r.status, 404);
+        assert!(d < Duration::from_millis(300), "cached login took {d:?}");
+    }
+    // 100, 200, 400, 800, 1600, 3200 ms.
+    assert!(took[0] >= Duration::from_millis(100), "{took:?}");
+    assert!(took[5] >= Duration::from_millis(3200), "{took:?}");
+    assert!(took[5] < Duration::from_millis(6000), "{took:?}");
+    // Another address: first check at once (uncached: a real bcrypt, cost 4).
+    let (r, d) = timed_send(&v6, &req("a-pw"));
+    assert_eq!(r.status, 404);
+    assert!(d < Duration::from_millis(500), "other address waited {d:?}");
+    let (r, d) = timed_send(&v6, &req("wrong"));
+    assert_eq!(r.status, 401);
+    assert!(
+        d < Duration::from_millis(1000),
+        "other address's first failure took {d:?}"
+    );
+    let log = s.log_text();
+    assert_eq!(
+        log.matches("failed logins in a row from").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("from ::ffff:127.0.0.1") || log.contains("from 127.0.0.1"),
+        "{log}"
+    );
+}
+
+#[test]
+fn user_subcommand_round_trip() {
+    let dir = TempDir::new("usercmd");
+    let file = dir.path().join("sub").join(".htpasswd");
+    // add creates the file (and its directory) with mode 0600.
+    let (code, out, err) = user_cmd(
+        &file,
+        &["add", "alice", "--password-stdin", "--cost", "5"],
+        "pw one\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("added alice"), "{out}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Apache's htpasswd agrees with what we wrote, at cost 5.
+    let st = Command::new("htpasswd")
+        .args(["-vb", file.to_str().unwrap(), "alice", "pw one"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("alice:$2"));
+    assert!(std::fs::read_to_string(&file).unwrap().contains("$05$"));
+    // Comments and lines we do not understand are kept, in order.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text = format!("# top comment\n{text}weird line kept\n");
+    std::fs::write(&file, &text).unwrap();
+    let (code, _, err) = user_cmd(&file, &["add", "bob@nas", "--password-stdin"], "pw two\r\n");
+    assert_eq!(code, 0, "{err}");
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(after.starts_with(&text), "{after}");
+    assert!(
+        after.contains("bob@nas:$2y$10$") || after.contains("bob@nas:$2b$10$"),
+        "cost 10 by default: {after}"
+    );
+    // list: names and formats; the weird line is warned about on stderr.
+    let (code, out, err) = user_cmd(&file, &["list"], "");
+    assert_eq!(code, 0);
+    assert_eq!(out, "alice\tbcrypt\nbob@nas\tbcrypt\n");
+    assert!(err.contains("line 3: no ':'"), "{err}");
+    // check: 0 for the right password, 1 for a wrong one or a missing user.
+    assert_eq!(
+        user_cmd(&file, &["check", "bob@nas", "--password-stdin"], "pw two\n").0,
+        0
+    );
+    assert_eq!(
+        user_cmd(&file, &["check", "bob@nas", "--password-stdin"], "pw one\n").0,
+        1
+    );
+    assert_eq!(
+        user_cmd(&file, &["check", "carol", "--password-stdin"], "x\n").0,
+        1
+    );
+    // Changing a password replaces the line in place.
+    assert_eq!(
+        user_cmd(
+            &file,
+            &["add", "alice", "--password-stdin", "--cost=4"],
+            "pw three\n"
+        )
+        .0,
+        0
+    );
+    let changed = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(changed.matches("alice:").count(), 1);
+    assert!(changed.starts_with("# top comment\nalice:$2"), "{changed}");
+    assert_eq!(
+        user_cmd(&file, &["check", "alice", "--password-stdin"], "pw three\n").0,
+        0
+    );
+    // remove; removing again is 1.
+    assert_eq!(user_cmd(&file, &["remove", "alice"], "").0, 0);
+    assert_eq!(user_cmd(&file, &["remove", "alice"], "").0, 1);
+    let (_, out, _) = user_cmd(&file, &["list"], "");
+    assert_eq!(out, "bob@nas\tbcrypt\n");
+    // No temp files left beside it.
+    let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, [".htpasswd"]);
+}
+
+#[test]
+fn user_subcommand_refuses_bad_input() {
+    let dir = TempDir::new("usercmd-bad");
+    let file = dir.path().join(".htpasswd");
+    for name in ["bad name", "a:b", "ä", "x/y"] {
+        let (code, _, err) = user_cmd(&file, &["add", name, "--password-stdin"], "pw\n");
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains("invalid user name"), "{err}");
+    }
+    let (code, _, err) = user_cmd(&file, &["add", "ok", "--password-stdin"], "\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("empty password"), "{err}");
+    let long = "x".repeat(73);
+    let (code, _, err) = user_cmd(&file, &["add", "ok", "--password-stdin"], &long);
+    assert_eq!(code, 1);
+    assert!(err.contains("72 bytes"), "{err}");
+    assert!(!file.exists(), "nothing written on refusal");
+    let (code, _, err) = user_cmd(&file, &["list"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains(file.to_str().unwrap()), "{err}");
+    // Without a terminal and without --password-stdin: a clear message, not a hang.
+    let out = Command::new("setsid")
+        .args([
+            "-w",
+            BIN,
+            "user",
+            "add",
+            "ok",
+            "--htpasswd-file",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output();
+    if let Ok(out) = out {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+    }
+    let (code, out, _) = cli_with_stdin(&["user", "--help"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("rest-server user add NAME"));
+    let (_, out, _) = cli_with_stdin(&["--help"], "");
+    assert!(out.contains("rest-server user add NAME") && out.contains("$apr1$"));
+}
+
+// Issue 4, must show 3: no log line at any level, nor the access log, carries a password, a
+// stored hash or an Authorization header value, whatever happens.
+#[test]
+fn no_secret_in_any_log_line() {
+    let users = [
+        ("bc", vec!["-B", "-C", "4"], "Pw-bcrypt-1"),
+        ("sh", vec!["-s"], "Pw-sha1-22"),
+        ("md", vec!["-m"], "Pw-apr1-333"),
+        ("s2", vec!["-2"], "Pw-sha256-4444"),
+        ("s5", vec!["-5"], "Pw-sha512-55555"),
+    ];
+    let mut text = String::new();
+    let mut secrets: Vec<String> = vec!["Authorization".into(), "Basic ".into()];
+    for (user, flags, pw) in &users {
+        let line = htpasswd_line(flags, user, pw);
+        let stored = line.split_once(':').unwrap().1.to_owned();
+        // The whole hash and its last field (the digest, or all of a {SHA} line).
+        secrets.push(stored.rsplit('$').next().unwrap().to_owned());
+        secrets.push(stored);
+        secrets.push(pw.to_string());
+        secrets.push(b64(format!("{user}:{pw}").as_bytes()));
+        secrets.push(b64(format!("{user}:{pw}-wrong").as_bytes()));
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let plain = "plainuser:Plain-text-secret-6";
+    text.push_str(plain);
+    text.push('\n');
+    secrets.push("Plain-text-secret-6".into());
+    let (dir, file) = dir_with_htpasswd("nolog", &text);
+    let access = dir.path().join("access.log");
+    let s = Server::start_in(dir, &["--debug", "--log", access.to_str().unwrap()]);
+    for (user, _, pw) in &users {
+        assert_eq!(create_as(&s, &format!("{user}/"), user, pw), 200);
+        let body = random_bytes(1000, 7);
+        let id = sha256_hex(&body);
+        let r = s
+            .req("POST", &format!("/{user}/data/{id}"))
+            .basic(user, pw)
+            .body(&body)
+            .send();
+        assert_eq!(r.status, 200);
+        assert_eq!(probe(&s, user, &format!("{pw}-wrong")), 401);
+    }
+    assert_eq!(probe(&s, "plainuser", "Plain-text-secret-6"), 401);
+    assert_eq!(probe(&s, "nobody", "Pw-bcrypt-1"), 401);
+    // Reload with the same users (warnings again) and with an unreadable file.
+    s.signal("HUP");
+    s.wait_log("reloaded", 5);
+    std::fs::remove_file(&file).unwrap();
+    s.signal("HUP");
+    s.wait_log("keeping the previous users", 5);
+    assert_eq!(probe(&s, "bc", "Pw-bcrypt-1"), 404);
+    let t = Instant::now();
+    while !std::fs::read_to_string(&access)
+        .unwrap_or_default()
+        .contains("GET /bc/config")
+    {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let everything = format!(
+        "{}\n{}",
+        s.log_text(),
+        std::fs::read_to_string(&access).unwrap()
+    );
+    assert!(everything.contains("DEBUG"), "the debug log was on");
+    assert!(everything.contains("failed login"), "{everything}");
+    for secret in &secrets {
+        for line in everything.lines() {
+            assert!(
+                !line.contains(secret.as_str()),
+                "{secret:?} leaked in: {line}"
+            );
+        }
+    }
+}
