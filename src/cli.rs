@@ -199,8 +199,7 @@ const FLAGS: &[(&str, Arity)] = &[
 
 /// Parses the arguments after the program name. The error is one line naming the problem.
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut bools: Vec<(&str, bool)> = Vec::new();
-    let mut values: Vec<(&str, String)> = Vec::new();
+    let mut given = Given::default();
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
         return crate::usercmd::parse(args).map(Command::User);
@@ -234,7 +233,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
                         format!("invalid value {v:?} for --{name}: expected true or false")
                     })?,
                 };
-                bools.push((name, on));
+                given.bools.push((name, on));
             }
             Arity::Value => {
                 let v = match inline {
@@ -244,25 +243,12 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
                             .ok_or_else(|| format!("flag --{name} needs a value"))?,
                     )?,
                 };
-                values.push((name, v));
+                given.values.push((name, v));
             }
         }
     }
-    // Like Go, a repeated flag takes its last value.
-    let flag = |n: &str| {
-        bools
-            .iter()
-            .rev()
-            .find(|(f, _)| *f == n)
-            .is_some_and(|b| b.1)
-    };
-    let value = |n: &str| {
-        values
-            .iter()
-            .rev()
-            .find(|(f, _)| *f == n)
-            .map(|v| v.1.clone())
-    };
+    let flag = |n: &str| given.flag(n);
+    let value = |n: &str| given.value(n);
     if flag("help") {
         return Ok(Command::Help);
     }
@@ -300,7 +286,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         }
         h => h.filter(|h| !h.is_empty()),
     };
-    let tls = parse_tls(&path, &bools, &values)?;
+    let tls = parse_tls(&path, &given)?;
     let log = match value("log").as_deref() {
         None | Some("") => None,
         Some("-") => Some(LogTarget::Stdout),
@@ -328,25 +314,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
 
 /// The TLS flags: either `--tls` is on and they are consistent, or none but `--tls=false`
 /// is given (a certificate flag without `--tls` is a mistake the Go server refuses too).
-fn parse_tls(
-    path: &std::path::Path,
-    bools: &[(&str, bool)],
-    values: &[(&str, String)],
-) -> Result<Option<TlsConfig>, String> {
-    let flag = |n: &str| {
-        bools
-            .iter()
-            .rev()
-            .find(|(f, _)| *f == n)
-            .is_some_and(|b| b.1)
-    };
-    let value = |n: &str| {
-        values
-            .iter()
-            .rev()
-            .find(|(f, _)| *f == n)
-            .map(|v| v.1.clone())
-    };
+fn parse_tls(path: &std::path::Path, given: &Given) -> Result<Option<TlsConfig>, String> {
+    let flag = |n: &str| given.flag(n);
+    let value = |n: &str| given.value(n);
+    let values = &given.values;
     let hostnames: Vec<String> = values
         .iter()
         .filter(|(f, _)| *f == "tls-hostname")
@@ -419,6 +390,32 @@ fn is_cert_name(h: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// The flags as given, in order.
+#[derive(Default)]
+struct Given {
+    bools: Vec<(&'static str, bool)>,
+    values: Vec<(&'static str, String)>,
+}
+
+impl Given {
+    /// Like Go, a repeated flag takes its last value.
+    fn flag(&self, name: &str) -> bool {
+        self.bools
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == name)
+            .is_some_and(|b| b.1)
+    }
+
+    fn value(&self, name: &str) -> Option<String> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == name)
+            .map(|v| v.1.clone())
+    }
 }
 
 fn utf8(arg: OsString) -> Result<String, String> {
