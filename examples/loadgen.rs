@@ -488,6 +488,27 @@ fn clock_ticks() -> f64 {
     })
 }
 
+/// CPU seconds the whole machine spent busy so far (all cores), from /proc/stat.
+fn machine_busy() -> f64 {
+    let s = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = s.lines().next().filter(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    // user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    busy / clock_ticks()
+}
+
 fn client_cpu() -> f64 {
     proc_cpu("/proc/self/stat").unwrap_or(f64::NAN)
 }
@@ -801,12 +822,26 @@ fn totals(elapsed: Duration, outs: Vec<WorkerOut>) -> Totals {
 // ---------------------------------------------------------------------------------------------
 // The machine limit
 
+/// One reading of the machine limit, taken right before an upload round: the machine is
+/// shared and noisy, so a limit measured minutes apart from the upload means little.
+#[derive(Clone, Copy)]
+struct LimitSample {
+    /// Single-core SHA-256, MiB/s.
+    sha: f64,
+    /// SHA-256 on all busy cores at once, MiB/s (what the cores really give right now).
+    sha_parallel: f64,
+    /// One stream of one round's bytes, then fsync, MiB/s.
+    write: f64,
+    /// The upload's own pattern: C files of one pack each at once, each fsynced, MiB/s.
+    write_parallel: f64,
+}
+
 struct Machine {
     cores: usize,
+    busy: usize,
     sha_backend: &'static str,
-    sha_mib_s: f64,
-    write_mib_s: f64,
-    write_parallel_mib_s: f64,
+    dir: PathBuf,
+    samples: Vec<LimitSample>,
 }
 
 /// What sha2 0.11 picks at run time on this CPU (it uses the same cpuid / hwcap tests).
@@ -825,87 +860,126 @@ fn sha_backend() -> &'static str {
     }
 }
 
-/// Single-core SHA-256 over `data` in 128 KiB updates, as the server hashes bodies. Best of 3.
-fn sha_rate(data: &[u8]) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            let mut h = Sha256::new();
-            for chunk in data.chunks(128 * 1024) {
-                h.update(chunk);
-            }
-            std::hint::black_box(h.finalize());
-            data.len() as f64 / MIB / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+/// SHA-256 over `parts` in 128 KiB updates, as the server hashes bodies; MiB/s.
+fn sha_once(parts: &[&[u8]]) -> f64 {
+    let t = Instant::now();
+    let mut bytes = 0;
+    for part in parts {
+        let mut h = Sha256::new();
+        for chunk in part.chunks(128 * 1024) {
+            h.update(chunk);
+        }
+        std::hint::black_box(h.finalize());
+        bytes += part.len();
+    }
+    bytes as f64 / MIB / t.elapsed().as_secs_f64()
 }
 
-/// Writes `files` files of `data` in parallel in `dir`, 1 MiB writes, fsync each, and fsyncs
-/// the dir; returns MiB/s (median of 3).
-fn write_rate(dir: &Path, data: &[u8], files: usize) -> io::Result<f64> {
-    let mut rates = Vec::new();
-    for round in 0..3 {
-        let t = Instant::now();
-        std::thread::scope(|s| -> io::Result<()> {
-            let hs: Vec<_> = (0..files)
-                .map(|i| {
-                    let p = dir.join(format!("write-test-{round}-{i}"));
-                    s.spawn(move || -> io::Result<()> {
-                        let mut f = File::create(&p)?;
-                        for c in data.chunks(1 << 20) {
+/// Writes each file (a list of slices) on its own thread in a new directory below `dir`,
+/// 1 MiB writes, fsync each file and the directory; MiB/s. The files stay until the run ends:
+/// on ext4 without a journal (this VM's disk), every create scans past the inodes deleted in
+/// the last ~30 s, so deleting here would slow down the very uploads we measure next.
+fn write_once(dir: &Path, files: &[Vec<&[u8]>]) -> io::Result<f64> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = dir.join(
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    );
+    fs::create_dir(&dir)?;
+    let dir = dir.as_path();
+    let t = Instant::now();
+    std::thread::scope(|s| -> io::Result<()> {
+        let hs: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(i, parts)| {
+                let p = dir.join(format!("write-test-{i}"));
+                s.spawn(move || -> io::Result<()> {
+                    let mut f = File::create(&p)?;
+                    for part in parts {
+                        for c in part.chunks(1 << 20) {
                             f.write_all(c)?;
                         }
-                        f.sync_all()
-                    })
+                    }
+                    f.sync_all()
                 })
-                .collect();
-            for h in hs {
-                h.join()
-                    .map_err(|_| io::Error::other("writer panicked"))??;
-            }
-            File::open(dir)?.sync_all()
-        })?;
-        rates.push((data.len() * files) as f64 / MIB / t.elapsed().as_secs_f64());
-        for i in 0..files {
-            fs::remove_file(dir.join(format!("write-test-{round}-{i}")))?;
+            })
+            .collect();
+        for h in hs {
+            h.join()
+                .map_err(|_| io::Error::other("writer panicked"))??;
         }
-    }
-    Ok(median(rates).unwrap_or(0.0))
-}
-
-fn measure_machine(o: &Opts, base: &Path, packs: &[Pack]) -> Result<Machine, String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let all: Vec<u8> = packs
-        .iter()
-        .take(4)
-        .flat_map(|p| p.data.iter().copied())
-        .collect();
-    let sha_mib_s = sha_rate(&all);
-    let dir = base.join("write-test");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    // Sequential: one stream as large as one upload round.
-    let round: Vec<u8> = packs.iter().flat_map(|p| p.data.iter().copied()).collect();
-    let write_mib_s = write_rate(&dir, &round, 1).map_err(|e| format!("write test: {e}"))?;
-    drop(round);
-    // The upload's own pattern: C files of one pack each, written at once.
-    let write_parallel_mib_s =
-        write_rate(&dir, &packs[0].data, o.conns).map_err(|e| format!("write test: {e}"))?;
-    let _ = fs::remove_dir(&dir);
-    Ok(Machine {
-        cores,
-        sha_backend: sha_backend(),
-        sha_mib_s,
-        write_mib_s,
-        write_parallel_mib_s,
-    })
+        File::open(dir)?.sync_all()
+    })?;
+    let bytes: usize = files.iter().flatten().map(|p| p.len()).sum();
+    Ok(bytes as f64 / MIB / t.elapsed().as_secs_f64())
 }
 
 impl Machine {
-    fn busy_cores(&self, conns: usize) -> usize {
-        self.cores.min(conns)
+    fn new(o: &Opts, base: &Path) -> Result<Machine, String> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let dir = base.join("write-test");
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        Ok(Machine {
+            cores,
+            busy: cores.min(o.conns),
+            sha_backend: sha_backend(),
+            dir,
+            samples: Vec::new(),
+        })
     }
-    fn limit(&self, conns: usize) -> f64 {
-        (self.sha_mib_s * self.busy_cores(conns) as f64).min(self.write_mib_s)
+
+    /// Measures the limit now (about a second), keeps the reading and returns it.
+    fn sample(&mut self, packs: &[Pack], conns: usize) -> Result<LimitSample, String> {
+        // About 64 MiB per core and reading: long enough to be steady, short enough to be "now".
+        let parts: Vec<&[u8]> = packs
+            .iter()
+            .cycle()
+            .take(4)
+            .map(|p| p.data.as_slice())
+            .collect();
+        let sha = (0..2).map(|_| sha_once(&parts)).fold(0.0, f64::max);
+        let busy = self.busy;
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..busy {
+                s.spawn(|| sha_once(&parts));
+            }
+        });
+        let hashed: usize = parts.iter().map(|p| p.len()).sum::<usize>() * busy;
+        let sha_parallel = hashed as f64 / MIB / t.elapsed().as_secs_f64();
+        let err = |e: io::Error| format!("write test in {}: {e}", self.dir.display());
+        let all: Vec<&[u8]> = packs.iter().map(|p| p.data.as_slice()).collect();
+        let write = write_once(&self.dir, &[all]).map_err(err)?;
+        let each: Vec<Vec<&[u8]>> = packs
+            .iter()
+            .cycle()
+            .take(conns)
+            .map(|p| vec![p.data.as_slice()])
+            .collect();
+        let write_parallel = write_once(&self.dir, &each).map_err(err)?;
+        let s = LimitSample {
+            sha,
+            sha_parallel,
+            write,
+            write_parallel,
+        };
+        self.samples.push(s);
+        Ok(s)
+    }
+
+    /// The limit the budget is stated against: min(SHA-256 x busy cores, write speed).
+    fn limit(&self, s: &LimitSample) -> f64 {
+        (s.sha * self.busy as f64).min(s.write)
+    }
+
+    /// The same with the SHA-256 rate the busy cores really gave together.
+    fn limit_measured(&self, s: &LimitSample) -> f64 {
+        s.sha_parallel.min(s.write)
+    }
+
+    fn median_of(&self, f: impl Fn(&LimitSample) -> f64) -> f64 {
+        median(self.samples.iter().map(f).collect()).unwrap_or(f64::NAN)
     }
 }
 
@@ -993,8 +1067,11 @@ impl Dirs {
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-/// Uploads every pack (connection i sends packs i, i+C, ...) `rounds` times, deleting between
-/// rounds (not measured). Leaves the packs stored, for the download scenario.
+/// Uploads every pack (connection i sends packs i, i+C, ...) in `rounds` rounds, each round
+/// into its own repository (`/bench`, `/bench1`, ...) so no delete runs between rounds. With
+/// `machine`, the limit is measured right before each round and each round's throughput is
+/// judged against its own reading. Server CPU is counted during the rounds only.
+#[allow(clippy::too_many_arguments)]
 fn upload(
     o: &Opts,
     r: &mut Results,
@@ -1003,42 +1080,43 @@ fn upload(
     packs: &[Pack],
     scenario: &'static str,
     idle: Option<f64>,
+    mut machine: Option<&mut Machine>,
 ) {
+    let label = r.per_server[si].0.clone();
+    let repo = |round: usize| match round {
+        0 => REPO.to_owned(),
+        n => format!("{REPO}{n}"),
+    };
     let mut setup = server.conn(false);
-    if let Err(e) = expect(
-        &mut setup,
-        "POST",
-        &format!("{REPO}/?create=true"),
-        &[],
-        b"",
-        200,
-    ) {
-        r.notes
-            .push(format!("{}: {scenario}: {e}", r.per_server[si].0));
-        return;
+    for round in 0..o.rounds {
+        let path = format!("{}/?create=true", repo(round));
+        if let Err(e) = expect(&mut setup, "POST", &path, &[], b"", 200) {
+            r.notes.push(format!("{label}: {scenario}: {e}"));
+            return;
+        }
     }
+    drop(setup);
     let reset = server.reset_hwm();
-    let (cpu0, ccpu0) = (server.cpu(), client_cpu());
     let deadline = o.deadline();
-    let mut rates = Vec::new();
-    let mut lat = Vec::new();
-    let mut bytes = 0u64;
+    let (mut rates, mut fractions, mut measured_fractions, mut lat) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bytes, mut cpu, mut ccpu) = (0u64, 0.0, 0.0);
+    let mut others = Vec::new();
     let mut error = None;
     for round in 0..o.rounds {
-        if round > 0 {
-            for p in packs {
-                if let Err(e) = expect(
-                    &mut setup,
-                    "DELETE",
-                    &format!("{REPO}/data/{}", p.id),
-                    &[],
-                    b"",
-                    200,
-                ) {
-                    error.get_or_insert(e);
-                }
+        let limit = match machine
+            .as_deref_mut()
+            .map(|m| (m.sample(packs, o.conns), m))
+        {
+            Some((Ok(s), m)) => Some((m.limit(&s), m.limit_measured(&s), s.write)),
+            Some((Err(e), _)) => {
+                r.notes.push(format!("machine limit: {e}"));
+                None
             }
-        }
+            None => None,
+        };
+        let repo = repo(round);
+        let (cpu0, ccpu0, busy0) = (server.cpu(), client_cpu(), machine_busy());
         let (elapsed, outs) = run_workers(o.conns, |i, barrier| {
             let mut out = WorkerOut::default();
             let mut c = server.conn(false);
@@ -1051,14 +1129,8 @@ fn upload(
                     break;
                 }
                 let t = Instant::now();
-                match expect(
-                    &mut c,
-                    "POST",
-                    &format!("{REPO}/data/{}", p.id),
-                    &[],
-                    &p.data,
-                    200,
-                ) {
+                let path = format!("{repo}/data/{}", p.id);
+                match expect(&mut c, "POST", &path, &[], &p.data, 200) {
                     Ok(()) => {
                         out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
                         out.bytes += p.data.len() as u64;
@@ -1069,8 +1141,17 @@ fn upload(
             }
             out
         });
+        let (dcpu, dccpu) = (server.cpu() - cpu0, client_cpu() - ccpu0);
+        (cpu, ccpu) = (cpu + dcpu, ccpu + dccpu);
+        others.push((machine_busy() - busy0 - dcpu - dccpu).max(0.0) / elapsed.as_secs_f64());
         let t = totals(elapsed, outs);
-        rates.push(t.bytes as f64 / MIB / t.secs);
+        let rate = t.bytes as f64 / MIB / t.secs;
+        rates.push(rate);
+        if let Some((limit, measured, write)) = limit {
+            let verify = scenario == "upload_verify";
+            fractions.push(rate / if verify { limit } else { write });
+            measured_fractions.push(rate / if verify { measured } else { write });
+        }
         bytes += t.bytes;
         lat.extend(t.latencies_ms);
         if let Some(e) = t.error {
@@ -1078,82 +1159,77 @@ fn upload(
             break;
         }
     }
-    let cpu = server.cpu() - cpu0;
-    let ccpu = client_cpu() - ccpu0;
     if let Some(e) = error {
-        r.notes
-            .push(format!("{}: {scenario}: {e}", r.per_server[si].0));
+        r.notes.push(format!("{label}: {scenario}: {e}"));
     }
     let gib = bytes as f64 / GIB;
-    r.push(
-        si,
-        scenario,
+    let peak = if reset {
+        "peak RSS"
+    } else {
+        "peak RSS (lifetime)"
+    };
+    let mut put = |name, unit, better, value| r.push(si, scenario, name, unit, better, value);
+    put(
         "throughput (median of rounds)",
         "MiB/s",
         Better::Higher,
         median(rates),
     );
-    r.push(
-        si,
-        scenario,
+    if scenario == "upload_verify" {
+        put(
+            "fraction of machine limit",
+            "x",
+            Better::Higher,
+            median(fractions),
+        );
+        put(
+            "fraction of limit w/ parallel SHA",
+            "x",
+            Better::Higher,
+            median(measured_fractions),
+        );
+    } else {
+        put(
+            "fraction of write speed",
+            "x",
+            Better::Higher,
+            median(fractions),
+        );
+    }
+    put(
         "latency p50 per pack",
         "ms",
         Better::Lower,
         percentile(&mut lat, 50.0),
     );
-    r.push(
-        si,
-        scenario,
+    put(
         "latency p99 per pack",
         "ms",
         Better::Lower,
         percentile(&mut lat, 99.0),
     );
-    r.push(
-        si,
-        scenario,
+    put(
         "server CPU per GiB",
         "s",
         Better::Lower,
         (gib > 0.0).then(|| cpu / gib),
     );
-    r.push(
-        si,
-        scenario,
+    put(
         "client CPU per GiB",
         "s",
         Better::Neither,
         (gib > 0.0).then(|| ccpu / gib),
     );
-    r.push(
-        si,
-        scenario,
-        if reset {
-            "peak RSS"
-        } else {
-            "peak RSS (lifetime)"
-        },
-        "MiB",
-        Better::Lower,
-        server.hwm(),
+    put(
+        "others' CPU on this box meanwhile",
+        "cores",
+        Better::Neither,
+        median(others),
     );
-    r.push(
-        si,
-        scenario,
-        "idle RSS after start",
-        "MiB",
-        Better::Lower,
-        idle,
-    );
+    put(peak, "MiB", Better::Lower, server.hwm());
+    put("idle RSS after start", "MiB", Better::Lower, idle);
     std::thread::sleep(Duration::from_millis(500));
-    r.push(
-        si,
-        scenario,
-        "RSS 0.5 s after load",
-        "MiB",
-        Better::Lower,
-        server.rss(),
-    );
+    put("RSS 0.5 s after load", "MiB", Better::Lower, server.rss());
 }
 
 /// Full GETs of every pack (checked byte for byte), then restic-like ranged reads: each pack's
@@ -1686,32 +1762,39 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 fn print_machine(m: &Machine, o: &Opts) {
-    println!("\nMachine limit (measured in this run)");
+    let n = m.samples.len();
+    println!(
+        "\nMachine limit (measured in this run, median of {n} readings, one before each upload round)"
+    );
     println!(
         "  cores: {} (busy cores for {} connections: {})",
-        m.cores,
+        m.cores, o.conns, m.busy
+    );
+    let sha = m.median_of(|s| s.sha);
+    let write = m.median_of(|s| s.write);
+    println!(
+        "  SHA-256 single core, sha2 0.11, {} backend: {sha:.0} MiB/s",
+        m.sha_backend
+    );
+    println!(
+        "  SHA-256 on {} cores at once: {:.0} MiB/s (what the shared cores really gave)",
+        m.busy,
+        m.median_of(|s| s.sha_parallel)
+    );
+    println!(
+        "  sequential write + fsync in {}: {write:.0} MiB/s",
+        o.dir.display()
+    );
+    println!(
+        "  {} parallel {} MiB files + fsync: {:.0} MiB/s (not used in the limit)",
         o.conns,
-        m.busy_cores(o.conns)
+        o.pack_mib,
+        m.median_of(|s| s.write_parallel)
     );
     println!(
-        "  SHA-256 single core, sha2 0.11 ({} backend): {:.0} MiB/s",
-        m.sha_backend, m.sha_mib_s
-    );
-    println!(
-        "  sequential write + fsync in {}: {:.0} MiB/s",
-        o.dir.display(),
-        m.write_mib_s
-    );
-    println!(
-        "  {} parallel {} MiB writes + fsync: {:.0} MiB/s (shown, not used)",
-        o.conns, o.pack_mib, m.write_parallel_mib_s
-    );
-    println!(
-        "  limit = min({:.0} x {}, {:.0}) = {:.0} MiB/s",
-        m.sha_mib_s,
-        m.busy_cores(o.conns),
-        m.write_mib_s,
-        m.limit(o.conns)
+        "  limit = min(SHA-256 x busy cores, write) = min({sha:.0} x {}, {write:.0}) = {:.0} MiB/s",
+        m.busy,
+        m.median_of(|s| m.limit(s))
     );
 }
 
@@ -1823,14 +1906,16 @@ fn to_json(r: &Results, m: Option<&Machine>, o: &Opts) -> String {
     if let Some(m) = m {
         let _ = writeln!(
             s,
-            "  \"machine\": {{\"cores\": {}, \"busy_cores\": {}, \"sha256_backend\": {}, \"sha256_mib_s\": {}, \"write_fsync_mib_s\": {}, \"write_parallel_fsync_mib_s\": {}, \"limit_mib_s\": {}}},",
+            "  \"machine\": {{\"cores\": {}, \"busy_cores\": {}, \"sha256_backend\": {}, \"readings\": {}, \"sha256_mib_s\": {}, \"sha256_parallel_mib_s\": {}, \"write_fsync_mib_s\": {}, \"write_parallel_fsync_mib_s\": {}, \"limit_mib_s\": {}}},",
             m.cores,
-            m.busy_cores(o.conns),
+            m.busy,
             json_str(m.sha_backend),
-            json_num(Some(m.sha_mib_s)),
-            json_num(Some(m.write_mib_s)),
-            json_num(Some(m.write_parallel_mib_s)),
-            json_num(Some(m.limit(o.conns)))
+            m.samples.len(),
+            json_num(Some(m.median_of(|s| s.sha))),
+            json_num(Some(m.median_of(|s| s.sha_parallel))),
+            json_num(Some(m.median_of(|s| s.write))),
+            json_num(Some(m.median_of(|s| s.write_parallel))),
+            json_num(Some(m.median_of(|s| m.limit(s))))
         );
     }
     s.push_str("  \"servers\": [\n");
@@ -1925,9 +2010,8 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
     } else {
         Vec::new()
     };
-    let machine = if need_packs {
-        log("measuring SHA-256 and write speed");
-        Some(measure_machine(o, base, &packs)?)
+    let mut machine = if need_packs {
+        Some(Machine::new(o, base)?)
     } else {
         None
     };
@@ -1940,20 +2024,8 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
             match Server::start(template, &dir, NO_AUTH, o.pick_port) {
                 Ok(s) => {
                     let idle = s.idle_rss();
-                    upload(o, &mut r, si, &s, &packs, "upload_verify", idle);
-                    if let (Some(m), Some(t)) = (
-                        &machine,
-                        r.get(si, "upload_verify", "throughput (median of rounds)"),
-                    ) {
-                        r.push(
-                            si,
-                            "upload_verify",
-                            "fraction of machine limit",
-                            "x",
-                            Better::Higher,
-                            Some(t / m.limit(o.conns)),
-                        );
-                    }
+                    let m = machine.as_mut().filter(|_| o.wants("upload"));
+                    upload(o, &mut r, si, &s, &packs, "upload_verify", idle, m);
                     if o.wants("download") {
                         download(o, &mut r, si, &s, &packs);
                     }
@@ -1961,7 +2033,6 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
                 }
                 Err(e) => r.notes.push(format!("{label}: upload_verify: {e}")),
             }
-            let _ = fs::remove_dir_all(&dir);
         }
         if o.wants("upload") {
             for (si, (label, template)) in servers.iter().enumerate() {
@@ -1970,27 +2041,14 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
                 match Server::start(template, &dir, NO_VERIFY, o.pick_port) {
                     Ok(s) => {
                         let idle = s.idle_rss();
-                        upload(o, &mut r, si, &s, &packs, "upload_noverify", idle);
-                        if let (Some(m), Some(t)) = (
-                            &machine,
-                            r.get(si, "upload_noverify", "throughput (median of rounds)"),
-                        ) {
-                            r.push(
-                                si,
-                                "upload_noverify",
-                                "fraction of write speed",
-                                "x",
-                                Better::Higher,
-                                Some(t / m.write_mib_s),
-                            );
-                        }
+                        let m = machine.as_mut();
+                        upload(o, &mut r, si, &s, &packs, "upload_noverify", idle, m);
                         s.stop();
                     }
                     Err(e) => r.notes.push(format!(
                         "{label}: upload_noverify (no --no-verify-upload?): {e}"
                     )),
                 }
-                let _ = fs::remove_dir_all(&dir);
             }
         }
     }
@@ -2018,7 +2076,6 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
                     }
                     Err(e) => r.notes.push(format!("{label}: small requests: {e}")),
                 }
-                let _ = fs::remove_dir_all(&dir);
             }
         }
     }
@@ -2050,13 +2107,16 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
         }
     }
 
-    if let Some(m) = &machine {
+    if let Some(m) = machine.as_ref().filter(|m| !m.samples.is_empty()) {
         print_machine(m, o);
     }
     print_table(&r);
     if let Some(path) = &o.json {
-        fs::write(path, to_json(&r, machine.as_ref(), o))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fs::write(
+            path,
+            to_json(&r, machine.as_ref().filter(|m| !m.samples.is_empty()), o),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         log(&format!("JSON written to {}", path.display()));
     }
     Ok(())
