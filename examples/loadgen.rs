@@ -36,6 +36,9 @@ usage: cargo run --release --example loadgen -- [options]
                        --no-verify-upload, --htpasswd-file, --max-size)
                        default: target/release/rest-server --path {path} --listen {listen}
   --compare 'CMD'      a second server, run scenario by scenario after the first
+  --server-flags MAP   how the server spells our Go-style flags: FROM=TO,... (TO empty: drop
+                       the flag and its value), e.g. --no-verify-upload=,--max-size=
+  --compare-flags MAP  the same for the --compare server
   --names A,B          labels of the two servers (default ours,other)
   --json FILE          also write the results as JSON
   --only LIST          scenarios: upload,download,small,list,startup (default all)
@@ -74,9 +77,18 @@ const IDLE_SETTLE: Duration = Duration::from_millis(300);
 const MIB: f64 = 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * MIB;
 
+/// A server to measure: its label, command template, and how to spell our flags for it.
+#[derive(Clone)]
+struct ServerSpec {
+    label: String,
+    template: String,
+    /// Go flag -> this server's flag; an empty target drops the flag (and its value).
+    renames: Vec<(String, String)>,
+}
+
 #[derive(Clone)]
 struct Opts {
-    servers: Vec<(String, String)>,
+    servers: Vec<ServerSpec>,
     json: Option<PathBuf>,
     only: Vec<String>,
     conns: usize,
@@ -108,6 +120,7 @@ fn parse_args() -> Result<Opts, String> {
     );
     let mut server = default_server;
     let mut compare = None;
+    let (mut server_renames, mut compare_renames) = (None, None);
     let mut names = ("ours".to_owned(), "other".to_owned());
     let mut o = Opts {
         servers: Vec::new(),
@@ -146,6 +159,8 @@ fn parse_args() -> Result<Opts, String> {
         match flag.as_str() {
             "--server" => server = value()?,
             "--compare" => compare = Some(value()?),
+            "--server-flags" => server_renames = Some(value()?),
+            "--compare-flags" => compare_renames = Some(value()?),
             "--names" => {
                 let v = value()?;
                 let (a, b) = v.split_once(',').ok_or("--names expects A,B")?;
@@ -173,9 +188,28 @@ fn parse_args() -> Result<Opts, String> {
             return Err(format!("--only: unknown scenario {s:?}"));
         }
     }
-    o.servers.push((names.0, server));
+    let renames = |m: Option<String>| -> Result<Vec<(String, String)>, String> {
+        m.iter()
+            .flat_map(|m| m.split(','))
+            .map(|pair| {
+                let (a, b) = pair
+                    .split_once('=')
+                    .ok_or(format!("rename {pair:?}: expected FROM=TO"))?;
+                Ok((a.to_owned(), b.to_owned()))
+            })
+            .collect()
+    };
+    o.servers.push(ServerSpec {
+        label: names.0,
+        template: server,
+        renames: renames(server_renames)?,
+    });
     if let Some(c) = compare {
-        o.servers.push((names.1, c));
+        o.servers.push(ServerSpec {
+            label: names.1,
+            template: c,
+            renames: renames(compare_renames)?,
+        });
     }
     Ok(o)
 }
@@ -305,7 +339,7 @@ fn port_in(line: &str) -> Option<u16> {
 
 impl Server {
     fn start(
-        template: &str,
+        spec: &ServerSpec,
         path: &Path,
         flags: &[&str],
         pick_port: bool,
@@ -322,10 +356,24 @@ impl Server {
             w.replace("{path}", &path.to_string_lossy())
                 .replace("{listen}", &listen)
         };
-        let flags: Vec<String> = flags.iter().map(|f| subst(f)).collect();
+        let mut renamed = Vec::new();
+        let mut skip_value = false;
+        for f in flags {
+            if std::mem::take(&mut skip_value) {
+                continue;
+            }
+            match spec.renames.iter().find(|(from, _)| from == f) {
+                Some((_, to)) if to.is_empty() => {
+                    skip_value = ["--htpasswd-file", "--max-size"].contains(f);
+                }
+                Some((_, to)) => renamed.push(subst(to)),
+                None => renamed.push(subst(f)),
+            }
+        }
+        let flags = renamed;
         let mut argv = Vec::new();
         let mut placed = false;
-        for w in split_command(template) {
+        for w in split_command(&spec.template) {
             if w == "{flags}" {
                 argv.extend(flags.iter().cloned());
                 placed = true;
@@ -1220,6 +1268,15 @@ fn upload(
         Better::Neither,
         (gib > 0.0).then(|| ccpu / gib),
     );
+    // A model, not a measurement: the MiB/s that server plus client CPU per GiB would allow
+    // if every core were ours (on a shared box the wall clock cannot show it).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    put(
+        "CPU-bound ceiling if all cores free",
+        "MiB/s",
+        Better::Higher,
+        (cpu + ccpu > 0.0).then(|| cores.min(o.conns) as f64 * 1024.0 * gib / (cpu + ccpu)),
+    );
     put(
         "others' CPU on this box meanwhile",
         "cores",
@@ -1672,7 +1729,7 @@ fn time_to_first_200(server: &Server, deadline: Instant) -> Option<Duration> {
 
 /// Start-up on the big repository: first 200 without and with `--max-size`, and with it the
 /// time until an upload is accepted (uploads wait for the usage tally). Median of 3 starts.
-fn startup(o: &Opts, r: &mut Results, si: usize, template: &str, root: &Path) {
+fn startup(o: &Opts, r: &mut Results, si: usize, spec: &ServerSpec, root: &Path) {
     let scenario = "startup_100k";
     let tiny = b"loadgen startup probe";
     let tiny_id = hex(&Sha256::digest(tiny));
@@ -1681,7 +1738,7 @@ fn startup(o: &Opts, r: &mut Results, si: usize, template: &str, root: &Path) {
     for _ in 0..3 {
         for with_quota in [false, true] {
             let flags = if with_quota { MAX_SIZE } else { NO_AUTH };
-            let server = match Server::start(template, root, flags, o.pick_port) {
+            let server = match Server::start(spec, root, flags, o.pick_port) {
                 Ok(s) => s,
                 Err(e) => {
                     r.notes
@@ -1994,7 +2051,7 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
         per_server: o
             .servers
             .iter()
-            .map(|(l, c)| (l.clone(), c.clone(), Vec::new()))
+            .map(|s| (s.label.clone(), s.template.clone(), Vec::new()))
             .collect(),
         ..Results::default()
     };
@@ -2018,10 +2075,11 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
     let servers = o.servers.clone();
 
     if need_packs {
-        for (si, (label, template)) in servers.iter().enumerate() {
+        for (si, spec) in servers.iter().enumerate() {
+            let label = &spec.label;
             log(&format!("{label}: upload with verification, then download"));
             let dir = dirs.fresh("upload")?;
-            match Server::start(template, &dir, NO_AUTH, o.pick_port) {
+            match Server::start(spec, &dir, NO_AUTH, o.pick_port) {
                 Ok(s) => {
                     let idle = s.idle_rss();
                     let m = machine.as_mut().filter(|_| o.wants("upload"));
@@ -2035,10 +2093,11 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
             }
         }
         if o.wants("upload") {
-            for (si, (label, template)) in servers.iter().enumerate() {
+            for (si, spec) in servers.iter().enumerate() {
+                let label = &spec.label;
                 log(&format!("{label}: upload without verification"));
                 let dir = dirs.fresh("upload-noverify")?;
-                match Server::start(template, &dir, NO_VERIFY, o.pick_port) {
+                match Server::start(spec, &dir, NO_VERIFY, o.pick_port) {
                     Ok(s) => {
                         let idle = s.idle_rss();
                         let m = machine.as_mut();
@@ -2056,7 +2115,8 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
 
     if o.wants("small") {
         for auth in [false, true] {
-            for (si, (label, template)) in servers.iter().enumerate() {
+            for (si, spec) in servers.iter().enumerate() {
+                let label = &spec.label;
                 log(&format!(
                     "{label}: small requests, {}",
                     if auth { "bcrypt auth" } else { "no auth" }
@@ -2068,7 +2128,7 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
                 } else {
                     NO_AUTH
                 };
-                match Server::start(template, &dir, flags, o.pick_port) {
+                match Server::start(spec, &dir, flags, o.pick_port) {
                     Ok(s) => {
                         let idle = s.idle_rss();
                         small(o, &mut r, si, &s, auth, idle);
@@ -2088,9 +2148,10 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
             .map_err(|e| format!("cannot create the big repository: {e}"))?;
         log(&format!("created in {:.1} s", t.elapsed().as_secs_f64()));
         if o.wants("list") {
-            for (si, (label, template)) in servers.iter().enumerate() {
+            for (si, spec) in servers.iter().enumerate() {
+                let label = &spec.label;
                 log(&format!("{label}: v2 listing of {} objects", o.objects));
-                match Server::start(template, &root, NO_AUTH, o.pick_port) {
+                match Server::start(spec, &root, NO_AUTH, o.pick_port) {
                     Ok(s) => {
                         list(o, &mut r, si, &s, o.objects);
                         s.stop();
@@ -2100,9 +2161,10 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
             }
         }
         if o.wants("startup") {
-            for (si, (label, template)) in servers.iter().enumerate() {
+            for (si, spec) in servers.iter().enumerate() {
+                let label = &spec.label;
                 log(&format!("{label}: start-up on {} objects", o.objects));
-                startup(o, &mut r, si, template, &root);
+                startup(o, &mut r, si, spec, &root);
             }
         }
     }
