@@ -39,6 +39,8 @@ usage: cargo run --release --example loadgen -- [options]
   --server-flags MAP   how the server spells our Go-style flags: FROM=TO,... (TO empty: drop
                        the flag and its value), e.g. --no-verify-upload=,--max-size=
   --compare-flags MAP  the same for the --compare server
+  --compare-auth       the --compare server always gets an htpasswd file and credentials
+                       (for servers that refuse to work without authentication)
   --names A,B          labels of the two servers (default ours,other)
   --json FILE          also write the results as JSON
   --only LIST          scenarios: upload,download,small,list,startup (default all)
@@ -84,6 +86,8 @@ struct ServerSpec {
     template: String,
     /// Go flag -> this server's flag; an empty target drops the flag (and its value).
     renames: Vec<(String, String)>,
+    /// Run with bcrypt credentials even where a scenario says --no-auth.
+    auth_always: bool,
 }
 
 #[derive(Clone)]
@@ -121,6 +125,7 @@ fn parse_args() -> Result<Opts, String> {
     let mut server = default_server;
     let mut compare = None;
     let (mut server_renames, mut compare_renames) = (None, None);
+    let mut compare_auth = false;
     let mut names = ("ours".to_owned(), "other".to_owned());
     let mut o = Opts {
         servers: Vec::new(),
@@ -179,6 +184,7 @@ fn parse_args() -> Result<Opts, String> {
             "--max-secs" => o.max_secs = number(value()?)? as u64,
             "--pick-port" => o.pick_port = true,
             "--keep" => o.keep = true,
+            "--compare-auth" => compare_auth = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -203,12 +209,14 @@ fn parse_args() -> Result<Opts, String> {
         label: names.0,
         template: server,
         renames: renames(server_renames)?,
+        auth_always: false,
     });
     if let Some(c) = compare {
         o.servers.push(ServerSpec {
             label: names.1,
             template: c,
             renames: renames(compare_renames)?,
+            auth_always: compare_auth,
         });
     }
     Ok(o)
@@ -288,6 +296,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 // The server process and what /proc says about it
 
 struct Server {
+    /// Every request carries credentials (a server that cannot run without them).
+    auth_always: bool,
     child: Child,
     pid: u32,
     addr: String,
@@ -357,6 +367,16 @@ impl Server {
                 .replace("{listen}", &listen)
         };
         let mut renamed = Vec::new();
+        let auth_flags: Vec<&str> = AUTH.to_vec();
+        let flags: Vec<&str> = if spec.auth_always {
+            // Swap --no-auth for an htpasswd file with the bench user.
+            write_htpasswd(&path.join(".htpasswd"))?;
+            let rest = flags.iter().copied().filter(|f| *f != "--no-auth");
+            auth_flags.into_iter().chain(rest).collect()
+        } else {
+            flags.to_vec()
+        };
+        let flags = flags.as_slice();
         let mut skip_value = false;
         for f in flags {
             if std::mem::take(&mut skip_value) {
@@ -417,6 +437,7 @@ impl Server {
             });
         }
         let mut server = Server {
+            auth_always: spec.auth_always,
             child,
             pid,
             addr: String::new(),
@@ -492,7 +513,7 @@ impl Server {
     }
 
     fn conn(&self, auth: bool) -> Conn {
-        Conn::new(&self.addr, auth)
+        Conn::new(&self.addr, auth || self.auth_always)
     }
 
     /// SIGTERM (graceful, as a service manager would), then SIGKILL if it lingers.
@@ -1194,7 +1215,9 @@ fn upload(
         others.push((machine_busy() - busy0 - dcpu - dccpu).max(0.0) / elapsed.as_secs_f64());
         let t = totals(elapsed, outs);
         let rate = t.bytes as f64 / MIB / t.secs;
-        rates.push(rate);
+        if t.requests > 0 {
+            rates.push(rate);
+        }
         if let Some((limit, measured, write)) = limit {
             let verify = scenario == "upload_verify";
             fractions.push(rate / if verify { limit } else { write });
@@ -1381,7 +1404,7 @@ fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack
             "throughput",
             "MiB/s",
             Better::Higher,
-            Some(t.bytes as f64 / MIB / t.secs),
+            (t.requests > 0).then(|| t.bytes as f64 / MIB / t.secs),
         );
         r.push(
             si,
@@ -1389,7 +1412,7 @@ fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack
             "requests per second",
             "req/s",
             Better::Higher,
-            Some(t.requests as f64 / t.secs),
+            (t.requests > 0).then(|| t.requests as f64 / t.secs),
         );
         r.push(
             si,
@@ -1440,17 +1463,21 @@ fn small(o: &Opts, r: &mut Results, si: usize, server: &Server, auth: bool, idle
         "small_head_noauth"
     };
     let mut setup = server.conn(auth);
-    // The very first authenticated request pays for one bcrypt; later ones hit the cache.
+    // The very first request (a HEAD answered 404: no repository yet) costs only what
+    // authentication costs: one bcrypt with credentials, later ones hit the cache.
     let t = Instant::now();
-    let made = expect(
-        &mut setup,
-        "POST",
-        &format!("{REPO}/?create=true"),
-        &[],
-        b"",
-        200,
-    );
+    let probe = expect(&mut setup, "HEAD", &format!("{REPO}/config"), &[], b"", 404);
     let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let made = probe.and_then(|()| {
+        expect(
+            &mut setup,
+            "POST",
+            &format!("{REPO}/?create=true"),
+            &[],
+            b"",
+            200,
+        )
+    });
     let made = made.and_then(|()| {
         expect(
             &mut setup,
@@ -1510,7 +1537,7 @@ fn small(o: &Opts, r: &mut Results, si: usize, server: &Server, auth: bool, idle
         "requests per second",
         "req/s",
         Better::Higher,
-        Some(t.requests as f64 / t.secs),
+        (t.requests > 0).then(|| t.requests as f64 / t.secs),
     );
     r.push(
         si,
@@ -1560,7 +1587,7 @@ fn small(o: &Opts, r: &mut Results, si: usize, server: &Server, auth: bool, idle
     r.push(
         si,
         scenario,
-        "very first request",
+        "very first request (bcrypt if auth)",
         "ms",
         Better::Lower,
         Some(first_ms),
@@ -1679,7 +1706,7 @@ fn list(o: &Opts, r: &mut Results, si: usize, server: &Server, objects: usize) {
         "JSON size",
         "MiB",
         Better::Neither,
-        Some(json_len as f64 / MIB),
+        (json_len > 0).then(|| json_len as f64 / MIB),
     );
     r.push(
         si,
@@ -1715,10 +1742,11 @@ fn list(o: &Opts, r: &mut Results, si: usize, server: &Server, objects: usize) {
 fn time_to_first_200(server: &Server, deadline: Instant) -> Option<Duration> {
     loop {
         let mut c = server.conn(false);
-        if let Ok(resp) = c.request("HEAD", &format!("{REPO}/config"), &[], b"", &mut discard)
-            && resp.status == 200
-        {
-            return Some(server.spawned.elapsed());
+        match c.request("HEAD", &format!("{REPO}/config"), &[], b"", &mut discard) {
+            Ok(resp) if resp.status == 200 => return Some(server.spawned.elapsed()),
+            // Up, but refusing: waiting longer will not help.
+            Ok(_) => return None,
+            Err(_) => {}
         }
         if Instant::now() > deadline {
             return None;
