@@ -372,7 +372,11 @@ impl Server {
             // Swap --no-auth for an htpasswd file with the bench user.
             write_htpasswd(&path.join(".htpasswd"))?;
             let rest = flags.iter().copied().filter(|f| *f != "--no-auth");
-            auth_flags.into_iter().chain(rest).collect()
+            if flags.contains(&"--htpasswd-file") {
+                rest.collect()
+            } else {
+                auth_flags.into_iter().chain(rest).collect()
+            }
         } else {
             flags.to_vec()
         };
@@ -1453,165 +1457,171 @@ fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack
     }
 }
 
-/// Keep-alive `HEAD /bench/config` from C connections, K each. With `auth`, every request
-/// carries bcrypt cost-10 credentials; one untimed request per connection first (the bcrypt
-/// that the server's cache then saves) is reported separately.
-fn small(o: &Opts, r: &mut Results, si: usize, server: &Server, auth: bool, idle: Option<f64>) {
-    let scenario = if auth {
-        "small_head_auth"
-    } else {
-        "small_head_noauth"
-    };
-    let mut setup = server.conn(auth);
-    // The very first request (a HEAD answered 404: no repository yet) costs only what
-    // authentication costs: one bcrypt with credentials, later ones hit the cache.
+/// Rounds of the small-request scenario; they alternate between the two servers.
+const SMALL_ROUNDS: usize = 5;
+
+/// Creates the repository and its config; returns how long the very first request took (a
+/// HEAD answered 404, so it costs what authentication costs: one bcrypt with credentials).
+fn small_setup(server: &Server, auth: bool) -> Result<f64, String> {
+    let mut c = server.conn(auth);
     let t = Instant::now();
-    let probe = expect(&mut setup, "HEAD", &format!("{REPO}/config"), &[], b"", 404);
+    expect(&mut c, "HEAD", &format!("{REPO}/config"), &[], b"", 404)?;
     let first_ms = t.elapsed().as_secs_f64() * 1e3;
-    let made = probe.and_then(|()| {
-        expect(
-            &mut setup,
-            "POST",
-            &format!("{REPO}/?create=true"),
-            &[],
-            b"",
-            200,
-        )
-    });
-    let made = made.and_then(|()| {
-        expect(
-            &mut setup,
-            "POST",
-            &format!("{REPO}/config"),
-            &[],
-            b"loadgen config",
-            200,
-        )
-    });
-    drop(setup);
-    if let Err(e) = made {
-        r.notes
-            .push(format!("{}: {scenario}: {e}", r.per_server[si].0));
-        return;
-    }
-    let first = Mutex::new(Vec::new());
-    let path = format!("{REPO}/config");
-    let reset = server.reset_hwm();
-    let deadline = o.deadline();
-    let cpu_at_start = Mutex::new(0.0);
-    let (elapsed, outs) = run_workers(o.conns, |_, barrier| {
-        let mut out = WorkerOut::default();
-        let mut c = server.conn(auth);
-        let t = Instant::now();
-        match expect(&mut c, "HEAD", &path, &[], b"", 200) {
-            Ok(()) => first.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3),
-            Err(e) => out.error = Some(e),
-        }
-        *cpu_at_start.lock().unwrap() = server.cpu();
-        barrier.wait();
-        for _ in 0..o.requests {
-            if out.error.is_some() || Instant::now() > deadline {
-                break;
-            }
-            let t = Instant::now();
-            match expect(&mut c, "HEAD", &path, &[], b"", 200) {
-                Ok(()) => {
-                    out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                    out.requests += 1;
-                }
-                Err(e) => out.error = Some(e),
-            }
-        }
-        out
-    });
-    let cpu = server.cpu() - *cpu_at_start.lock().unwrap();
-    let mut t = totals(elapsed, outs);
-    if let Some(e) = &t.error {
-        r.notes
-            .push(format!("{}: {scenario}: {e}", r.per_server[si].0));
-    }
-    let k = t.requests as f64 / 1000.0;
-    r.push(
-        si,
-        scenario,
-        "requests per second",
-        "req/s",
-        Better::Higher,
-        (t.requests > 0).then(|| t.requests as f64 / t.secs),
-    );
-    r.push(
-        si,
-        scenario,
-        "latency p50",
-        "ms",
-        Better::Lower,
-        percentile(&mut t.latencies_ms, 50.0),
-    );
-    r.push(
-        si,
-        scenario,
-        "latency p99",
-        "ms",
-        Better::Lower,
-        percentile(&mut t.latencies_ms, 99.0),
-    );
-    r.push(
-        si,
-        scenario,
-        "server CPU per 1000 req",
-        "s",
-        Better::Lower,
-        (k > 0.0).then(|| cpu / k),
-    );
-    r.push(
-        si,
-        scenario,
-        if reset {
-            "peak RSS"
-        } else {
-            "peak RSS (lifetime)"
-        },
-        "MiB",
-        Better::Lower,
-        server.hwm(),
-    );
-    r.push(
-        si,
-        scenario,
-        "idle RSS after start",
-        "MiB",
-        Better::Lower,
-        idle,
-    );
-    let mut first = first.into_inner().unwrap();
-    r.push(
-        si,
-        scenario,
-        "very first request (bcrypt if auth)",
-        "ms",
-        Better::Lower,
-        Some(first_ms),
-    );
-    r.push(
-        si,
-        scenario,
-        "first request per conn, max",
-        "ms",
-        Better::Lower,
-        percentile(&mut first, 100.0),
-    );
+    expect(
+        &mut c,
+        "POST",
+        &format!("{REPO}/?create=true"),
+        &[],
+        b"",
+        200,
+    )?;
+    expect(&mut c, "POST", &format!("{REPO}/config"), &[], b"cfg", 200)?;
+    Ok(first_ms)
+}
+
+/// Starts a server for the small-request scenario and sets it up: (server, idle RSS, first
+/// request ms).
+fn start_small(
+    o: &Opts,
+    spec: &ServerSpec,
+    dirs: &mut Dirs,
+    auth: bool,
+) -> Result<(Server, Option<f64>, f64), String> {
+    let dir = dirs.fresh("small")?;
     if auth {
-        let ratio = r
-            .get(si, "small_head_noauth", "requests per second")
-            .map(|n| t.requests as f64 / t.secs / n);
-        r.push(
-            si,
-            scenario,
-            "auth / no-auth rate",
-            "x",
+        write_htpasswd(&dir.join(".htpasswd"))?;
+    }
+    let s = Server::start(spec, &dir, if auth { AUTH } else { NO_AUTH }, o.pick_port)?;
+    let idle = s.idle_rss();
+    match small_setup(&s, auth) {
+        Ok(first) => Ok((s, idle, first)),
+        Err(e) => {
+            s.stop();
+            Err(e)
+        }
+    }
+}
+
+/// Keep-alive `HEAD /bench/config` from C connections: one server with `--no-auth`, one with
+/// bcrypt cost-10 credentials on every request, started side by side. Rounds alternate
+/// between them so that load from elsewhere on the box hits both alike; the auth/no-auth
+/// ratio is the median of the per-round ratios.
+fn small(o: &Opts, r: &mut Results, si: usize, spec: &ServerSpec, dirs: &mut Dirs) {
+    let label = r.per_server[si].0.clone();
+    let mut servers = Vec::new();
+    for auth in [false, true] {
+        let scenario = if auth {
+            "small_head_auth"
+        } else {
+            "small_head_noauth"
+        };
+        match start_small(o, spec, dirs, auth) {
+            Ok((s, idle, first)) => servers.push((scenario, auth, s, idle, first)),
+            Err(e) => {
+                r.notes.push(format!("{label}: {scenario}: {e}"));
+                for (_, _, s, _, _) in servers {
+                    s.stop();
+                }
+                return;
+            }
+        }
+    }
+    let path = format!("{REPO}/config");
+    let deadline = o.deadline();
+    let per_round = o.requests.div_ceil(SMALL_ROUNDS);
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut lat = [Vec::new(), Vec::new()];
+    let mut cpu = [0.0, 0.0];
+    let mut count = [0u64, 0];
+    let mut error = None;
+    for (_, _, s, _, _) in &servers {
+        s.reset_hwm();
+    }
+    for _ in 0..SMALL_ROUNDS {
+        for (i, (_, auth, server, _, _)) in servers.iter().enumerate() {
+            let cpu0 = server.cpu();
+            let (elapsed, outs) = run_workers(o.conns, |_, barrier| {
+                let mut out = WorkerOut::default();
+                let mut c = server.conn(*auth);
+                if let Err(e) = c.connect() {
+                    out.error = Some(e.to_string());
+                }
+                barrier.wait();
+                for _ in 0..per_round {
+                    if out.error.is_some() || Instant::now() > deadline {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match expect(&mut c, "HEAD", &path, &[], b"", 200) {
+                        Ok(()) => {
+                            out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                            out.requests += 1;
+                        }
+                        Err(e) => out.error = Some(e),
+                    }
+                }
+                out
+            });
+            cpu[i] += server.cpu() - cpu0;
+            let t = totals(elapsed, outs);
+            if t.requests > 0 {
+                rates[i].push(t.requests as f64 / t.secs);
+            }
+            count[i] += t.requests;
+            lat[i].extend(t.latencies_ms);
+            if let Some(e) = t.error {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = error {
+        r.notes.push(format!("{label}: small requests: {e}"));
+    }
+    let ratios: Vec<f64> = rates[1].iter().zip(&rates[0]).map(|(a, n)| a / n).collect();
+    for (i, (scenario, auth, server, idle, first)) in servers.into_iter().enumerate() {
+        let k = count[i] as f64 / 1000.0;
+        let mut put = |name, unit, better, value| r.push(si, scenario, name, unit, better, value);
+        put(
+            "requests per second (median of rounds)",
+            "req/s",
             Better::Higher,
-            ratio,
+            median(rates[i].clone()),
         );
+        put(
+            "latency p50",
+            "ms",
+            Better::Lower,
+            percentile(&mut lat[i], 50.0),
+        );
+        put(
+            "latency p99",
+            "ms",
+            Better::Lower,
+            percentile(&mut lat[i], 99.0),
+        );
+        put(
+            "server CPU per 1000 req",
+            "s",
+            Better::Lower,
+            (k > 0.0).then(|| cpu[i] / k),
+        );
+        put("peak RSS", "MiB", Better::Lower, server.hwm());
+        put("idle RSS after start", "MiB", Better::Lower, idle);
+        put(
+            "very first request (bcrypt if auth)",
+            "ms",
+            Better::Lower,
+            Some(first),
+        );
+        if auth {
+            put(
+                "auth / no-auth rate (median of rounds)",
+                "x",
+                Better::Higher,
+                median(ratios.clone()),
+            );
+        }
+        server.stop();
     }
 }
 
@@ -2142,29 +2152,12 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
     drop(packs);
 
     if o.wants("small") {
-        for auth in [false, true] {
-            for (si, spec) in servers.iter().enumerate() {
-                let label = &spec.label;
-                log(&format!(
-                    "{label}: small requests, {}",
-                    if auth { "bcrypt auth" } else { "no auth" }
-                ));
-                let dir = dirs.fresh("small")?;
-                let flags = if auth {
-                    write_htpasswd(&dir.join(".htpasswd"))?;
-                    AUTH
-                } else {
-                    NO_AUTH
-                };
-                match Server::start(spec, &dir, flags, o.pick_port) {
-                    Ok(s) => {
-                        let idle = s.idle_rss();
-                        small(o, &mut r, si, &s, auth, idle);
-                        s.stop();
-                    }
-                    Err(e) => r.notes.push(format!("{label}: small requests: {e}")),
-                }
-            }
+        for (si, spec) in servers.iter().enumerate() {
+            log(&format!(
+                "{}: small requests, no auth and bcrypt auth, alternating",
+                spec.label
+            ));
+            small(o, &mut r, si, spec, &mut dirs);
         }
     }
 
