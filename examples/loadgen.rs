@@ -949,9 +949,11 @@ fn sha_once(parts: &[&[u8]]) -> f64 {
 }
 
 /// Writes each file (a list of slices) on its own thread in a new directory below `dir`,
-/// 1 MiB writes, fsync each file and the directory; MiB/s. The files stay until the run ends:
-/// on ext4 without a journal (this VM's disk), every create scans past the inodes deleted in
-/// the last ~30 s, so deleting here would slow down the very uploads we measure next.
+/// 1 MiB writes, fsync each file and the directory; MiB/s. The files are removed at once:
+/// readings before every round add up to gigabytes, and on this VM the fourth upload scenario
+/// of a run got 2-3x the CPU per GiB whichever server ran there (an A/A run shows it). Only a
+/// few inodes are freed, so the no-journal inode scan on create (see BENCHMARKS.md) barely
+/// notices.
 fn write_once(dir: &Path, files: &[Vec<&[u8]>]) -> io::Result<f64> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = dir.join(
@@ -985,7 +987,9 @@ fn write_once(dir: &Path, files: &[Vec<&[u8]>]) -> io::Result<f64> {
         File::open(dir)?.sync_all()
     })?;
     let bytes: usize = files.iter().flatten().map(|p| p.len()).sum();
-    Ok(bytes as f64 / MIB / t.elapsed().as_secs_f64())
+    let rate = bytes as f64 / MIB / t.elapsed().as_secs_f64();
+    fs::remove_dir_all(dir)?;
+    Ok(rate)
 }
 
 impl Machine {
