@@ -8,15 +8,26 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The access log file is readable by its owner only: it names users and repositories.
 const LOG_FILE_MODE: u32 = 0o600;
 
+/// Lines waiting for the writer thread. A log that cannot keep up (a stalled pipe, a slow SD
+/// card) loses lines beyond this instead of stalling requests.
+const QUEUE_LINES: usize = 4096;
+
+/// Lines are written by one thread of their own, so a slow or stalled log never blocks an
+/// executor thread (and with it every request).
 pub(crate) struct AccessLog {
     path: Option<PathBuf>,
-    out: Mutex<Box<dyn Write + Send>>,
+    queue: SyncSender<Msg>,
+}
+
+enum Msg {
+    Line(String),
+    Reopen,
 }
 
 /// The facts of one request that the log line records.
@@ -32,38 +43,72 @@ pub(crate) struct Entry<'a> {
 }
 
 impl AccessLog {
-    /// `None` = standard output.
+    /// `None` = standard output. The file is opened here, so a bad path fails at start-up.
     pub(crate) fn open(path: Option<PathBuf>) -> io::Result<AccessLog> {
-        let out = Self::open_out(path.as_ref())?;
-        Ok(AccessLog {
-            path,
-            out: Mutex::new(out),
-        })
-    }
-
-    fn open_out(path: Option<&PathBuf>) -> io::Result<Box<dyn Write + Send>> {
-        Ok(match path {
+        let out: Box<dyn Write + Send> = match &path {
             None => Box::new(io::stdout()),
             Some(p) => Box::new(open_append(p)?),
-        })
+        };
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let p = path.clone();
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(out, p, lines))?;
+        Ok(AccessLog { path, queue })
     }
 
     /// Reopens the file (after logrotate moved it). On failure the old file stays in use.
     pub(crate) fn reopen(&self) {
-        let Some(path) = &self.path else { return };
-        match open_append(path) {
-            Ok(f) => *self.out.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(f),
-            Err(e) => log::error!("cannot reopen access log {}: {e}", path.display()),
+        if self.path.is_some() {
+            // Blocking send: a reopen must not be lost, and the queue drains on its own.
+            let _ = self.queue.send(Msg::Reopen);
         }
     }
 
     pub(crate) fn write(&self, e: &Entry<'_>) {
         let line = format_line(e, SystemTime::now());
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(err) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            log::debug!("cannot write access log: {err}");
+        if let Err(TrySendError::Full(_)) = self.queue.try_send(Msg::Line(line)) {
+            log::debug!("access log cannot keep up: line dropped");
         }
     }
+}
+
+/// The writer thread: buffered writes, flushed whenever the queue is empty.
+fn write_lines(out: Box<dyn Write + Send>, path: Option<PathBuf>, lines: Receiver<Msg>) {
+    let mut out = io::BufWriter::new(out);
+    let mut next = lines.recv();
+    while let Ok(msg) = next {
+        match msg {
+            Msg::Line(line) => {
+                if let Err(e) = out.write_all(line.as_bytes()) {
+                    log::debug!("cannot write access log: {e}");
+                }
+            }
+            Msg::Reopen => match path.as_ref().map(open_append) {
+                Some(Ok(f)) => {
+                    let _ = out.flush();
+                    out = io::BufWriter::new(Box::new(f));
+                }
+                Some(Err(e)) => log::error!(
+                    "cannot reopen access log {}: {e}",
+                    path.as_ref()
+                        .map_or(String::new(), |p| p.display().to_string())
+                ),
+                None => {}
+            },
+        }
+        next = match lines.try_recv() {
+            Ok(m) => Ok(m),
+            Err(TryRecvError::Empty) => {
+                if let Err(e) = out.flush() {
+                    log::debug!("cannot write access log: {e}");
+                }
+                lines.recv()
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+    }
+    let _ = out.flush();
 }
 
 impl std::fmt::Debug for AccessLog {

@@ -395,12 +395,8 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }
-    match temp.commit(&st.repos).await? {
-        Stored::New => {
-            if let Some(r) = reservation {
-                r.keep();
-            }
-        }
+    match temp.commit(&st.repos, reservation).await? {
+        Stored::New => {}
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours.
         Stored::AlreadyThere if verify => {}

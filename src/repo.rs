@@ -12,6 +12,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Modes of what we create: private to the server's user, or shared with its group.
 const FILE_MODE: u32 = 0o600;
@@ -31,6 +32,9 @@ pub(crate) struct Repos {
     root: PathBuf,
     group_accessible: bool,
     fsync_warned: AtomicBool,
+    /// Serialises check-then-rename where hard links are missing, so two uploads of one id
+    /// cannot both see "absent" and replace each other.
+    rename_lock: Arc<Mutex<()>>,
 }
 
 impl Repos {
@@ -39,7 +43,12 @@ impl Repos {
             root,
             group_accessible,
             fsync_warned: AtomicBool::new(false),
+            rename_lock: Arc::default(),
         }
+    }
+
+    pub(crate) fn rename_lock(&self) -> Arc<Mutex<()>> {
+        self.rename_lock.clone()
     }
 
     pub(crate) fn root(&self) -> &Path {

@@ -320,8 +320,10 @@ where
 /// Half-closes and reads what the client is still sending, for a bounded time, so the
 /// answer we wrote reaches it instead of a connection reset.
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
-    let _ = stream.close().await;
+    // The close is inside the time limit too: on TLS it writes close_notify, which waits
+    // forever on a client that has stopped reading.
     let drain = async {
+        let _ = stream.close().await;
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0;
         while total < LINGER_BYTES {

@@ -16,6 +16,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
@@ -197,7 +198,13 @@ impl TempObject {
 
     /// Makes the upload durable and visible: flush, fsync the file, publish it under the
     /// target name, fsync the directory. Returns only when a power cut can no longer lose it.
-    pub(crate) async fn commit(mut self, repos: &Repos) -> Result<Stored, Error> {
+    /// Once the object is published its bytes are on disk: `quota` is kept from that moment,
+    /// even if the directory fsync then fails.
+    pub(crate) async fn commit(
+        mut self,
+        repos: &Repos,
+        quota: Option<Reservation>,
+    ) -> Result<Stored, Error> {
         self.wait_for_write().await?;
         let TempObject {
             mut temp,
@@ -217,9 +224,12 @@ impl TempObject {
         repos.tolerate_no_fsync(synced, &temp_path)?;
         drop(file);
 
-        let (t, dst) = (temp_path.clone(), target.clone());
-        let stored = smol::unblock(move || publish(&t, &dst)).await?;
+        let (t, dst, lock) = (temp_path.clone(), target.clone(), repos.rename_lock());
+        let stored = smol::unblock(move || publish(&t, &dst, &lock)).await?;
         if stored == Stored::New {
+            if let Some(r) = quota {
+                r.keep();
+            }
             // The temp name is gone (renamed, or linked and unlinked): nothing to clean up.
             temp.0 = None;
             let dir = target.parent().unwrap_or(Path::new(".")).to_owned();
@@ -237,7 +247,7 @@ impl TempObject {
 /// A hard link fails with EEXIST if the target appeared meanwhile (two uploads of one id racing),
 /// which `rename` would silently overwrite. File systems without hard links (FAT/exFAT USB
 /// sticks, some network mounts) fall back to check-then-rename.
-fn publish(temp: &Path, target: &Path) -> io::Result<Stored> {
+fn publish(temp: &Path, target: &Path, rename_lock: &Mutex<()>) -> io::Result<Stored> {
     match fs::hard_link(temp, target) {
         Ok(()) => {
             if let Err(e) = fs::remove_file(temp) {
@@ -252,6 +262,8 @@ fn publish(temp: &Path, target: &Path) -> io::Result<Stored> {
                 "hard link not possible ({e}), publishing {} by rename",
                 target.display()
             );
+            // Held from the check to the rename (a blocking thread, never an executor one).
+            let _serial = rename_lock.lock().unwrap_or_else(|e| e.into_inner());
             if fs::symlink_metadata(target).is_ok() {
                 return Ok(Stored::AlreadyThere);
             }
@@ -315,7 +327,7 @@ mod tests {
                 None,
             );
             assert_eq!(got.await.unwrap().len, data.len() as u64);
-            assert_eq!(temp.commit(&repos).await.unwrap(), Stored::New);
+            assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);
         });
         assert!(fs::read(&target).unwrap() == data);
         fs::remove_dir_all(&dir).unwrap();
