@@ -50,15 +50,8 @@ die() {
     exit 2
 }
 
-triple_of() {
-    case "$1" in
-        aarch64 | arm64 | aarch64-unknown-linux-musl) echo aarch64-unknown-linux-musl ;;
-        armv7 | armv7-unknown-linux-musleabihf) echo armv7-unknown-linux-musleabihf ;;
-        armv6 | arm | arm-unknown-linux-musleabihf) echo arm-unknown-linux-musleabihf ;;
-        x86_64 | amd64 | x86_64-unknown-linux-musl) echo x86_64-unknown-linux-musl ;;
-        *) die "unknown target '$1' (aarch64, armv7, armv6, x86_64 or their triples)" ;;
-    esac
-}
+# shellcheck source=cross/targets.sh
+. cross/targets.sh
 
 # The 32-bit ARM musl targets have no installable rust-std here: build std from rust-src.
 needs_build_std() {

@@ -36,15 +36,8 @@ die() {
     exit 1
 }
 
-triple_of() {
-    case "$1" in
-        aarch64 | arm64 | aarch64-unknown-linux-musl) echo aarch64-unknown-linux-musl ;;
-        armv7 | armv7-unknown-linux-musleabihf) echo armv7-unknown-linux-musleabihf ;;
-        armv6 | arm | arm-unknown-linux-musleabihf) echo arm-unknown-linux-musleabihf ;;
-        x86_64 | amd64 | x86_64-unknown-linux-musl) echo x86_64-unknown-linux-musl ;;
-        *) echo "cross/test-qemu.sh: unknown target '$1'" >&2; exit 2 ;;
-    esac
-}
+# shellcheck source=cross/targets.sh
+. cross/targets.sh
 
 build=0
 cargo_test=0
