@@ -47,6 +47,9 @@ Authentication:
       --proxy-auth-username HDR   take the username from request header HDR, set by a
                                   trusted reverse proxy (basic auth is then off)
       --private-repos             users may only access repositories under /<username>/
+      --access-file FILE          rights per user and repository (r, a, w) and quotas per
+                                  first path segment; reloaded when it changes (checked
+                                  every 30 s) and on SIGHUP. See README \"Access rules\"
 
 TLS (HTTPS):
       --tls                       serve HTTPS instead of HTTP
@@ -73,6 +76,12 @@ Users (no Apache htpasswd needed; see rest-server user --help):
   rest-server user check NAME     check a password: exit 0 if right, 1 if not
                                   (all take --path DIR or --htpasswd-file FILE)
 
+Access rules:
+  rest-server access check USER REPO --access-file FILE
+                                  print the rights USER has on REPO (e.g. alice/laptop, or
+                                  / for the root) and the line that grants them; exit 0 if
+                                  any, 1 if none, 2 if the file has an error
+
 Logging:
       --log FILE                  write an access log in combined log format to FILE
                                   (\"-\" = standard output); reopened on SIGHUP
@@ -91,7 +100,7 @@ Other:
 Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accept
 --flag=true / --flag=false.
 
-Signals: SIGHUP reloads the htpasswd file and the TLS certificate and key, and reopens the
+Signals: SIGHUP reloads the htpasswd file, the access file and the TLS certificate and key, and reopens the
 --log file; SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
 exit.
 ";
@@ -142,6 +151,7 @@ pub(crate) struct Config {
     pub proxy_auth_username: Option<String>,
     pub append_only: bool,
     pub private_repos: bool,
+    pub access_file: Option<PathBuf>,
     pub max_size: Option<u64>,
     pub verify_upload: bool,
     pub group_accessible: bool,
@@ -159,6 +169,12 @@ pub(crate) enum Command {
     Serve(Box<Config>),
     /// `rest-server user ...`: manage the htpasswd file (parsed in `usercmd.rs`).
     User(crate::usercmd::UserCommand),
+    /// `rest-server access check USER REPO --access-file FILE`.
+    AccessCheck {
+        file: PathBuf,
+        user: String,
+        repo: String,
+    },
     Help,
     Version,
 }
@@ -178,6 +194,7 @@ const FLAGS: &[(&str, Arity)] = &[
     ("proxy-auth-username", Arity::Value),
     ("append-only", Arity::Bool),
     ("private-repos", Arity::Bool),
+    ("access-file", Arity::Value),
     ("max-size", Arity::Value),
     ("no-verify-upload", Arity::Bool),
     ("group-accessible-repos", Arity::Bool),
@@ -203,6 +220,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
         return crate::usercmd::parse(args).map(Command::User);
+    }
+    if args.next_if(|a| a == "access").is_some() {
+        return parse_access(args);
     }
     while let Some(arg) = args.next() {
         let arg = utf8(arg)?;
@@ -300,6 +320,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         proxy_auth_username,
         append_only: flag("append-only"),
         private_repos: flag("private-repos"),
+        access_file: match value("access-file") {
+            Some(f) if f.is_empty() => return Err("--access-file must not be empty".into()),
+            f => f.map(PathBuf::from),
+        },
         max_size,
         verify_upload: !flag("no-verify-upload"),
         group_accessible: flag("group-accessible-repos"),
@@ -310,6 +334,40 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         prometheus: flag("prometheus"),
         prometheus_no_auth: flag("prometheus-no-auth"),
     })))
+}
+
+/// `access check USER REPO --access-file FILE` (flags and words in any order).
+fn parse_access(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
+    let mut words = Vec::new();
+    let mut file = None;
+    let mut args = args.map(utf8);
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--access-file" => {
+                file = Some(args.next().ok_or("flag --access-file needs a value")??);
+            }
+            a if a.starts_with("--access-file=") => file = Some(a["--access-file=".len()..].into()),
+            a if a.starts_with('-') && a.len() > 1 => {
+                return Err(format!(
+                    "unknown flag {a:?} for rest-server access (see --help)"
+                ));
+            }
+            _ => words.push(arg),
+        }
+    }
+    let usage = "usage: rest-server access check USER REPO --access-file FILE";
+    let [verb, user, repo] = <[String; 3]>::try_from(words).map_err(|_| usage)?;
+    if verb != "check" {
+        return Err(format!("unknown action {verb:?}: {usage}"));
+    }
+    let file = file.filter(|f| !f.is_empty()).ok_or(usage)?;
+    Ok(Command::AccessCheck {
+        file: file.into(),
+        user,
+        repo,
+    })
 }
 
 /// The TLS flags: either `--tls` is on and they are consistent, or none but `--tls=false`

@@ -2,16 +2,18 @@
 //! response, then the access-log line. Every request-level failure becomes a response here
 //! (async-h1 would drop the connection on an `Err`), and every status comes from `error.rs`.
 
+use crate::access::{Right, Rules};
 use crate::accesslog::{AccessLog, Entry};
 use crate::auth::Auth;
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
 use crate::http::{Range, parse_basic, parse_range, status_response};
 use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
-use crate::quota::Quota;
+use crate::quota::{Quota, SegmentLimit};
 use crate::repo::Repos;
 use crate::route::{self, File, Kind, Op, RepoPath, Route};
 use crate::upload::{self, Stored, TempObject};
+use crate::watch::Watched;
 use http_types::{Body, Request, Response, StatusCode};
 use smol::io::BufReader;
 use std::sync::Arc;
@@ -43,7 +45,10 @@ pub(crate) struct State {
     pub authn: Authn,
     pub append_only: bool,
     pub private_repos: bool,
+    /// `--access-file`: rights per user and repo, quotas per first path segment.
+    pub access: Option<Watched<Rules>>,
     pub verify_upload: bool,
+    /// `--max-size` or `--access-file`: usage is counted.
     pub quota: Option<Arc<Quota>>,
     pub access_log: Option<AccessLog>,
     /// `--prometheus`: counters, and `/metrics` is routed.
@@ -80,13 +85,17 @@ impl State {
                 Some(log)
             }
         };
+        let access = cfg.access_file.as_deref().map(Watched::open).transpose()?;
+        let quota = (cfg.max_size.is_some() || access.is_some())
+            .then(|| Quota::new(cfg.max_size, access.is_some()));
         Ok(State {
             repos: Repos::new(cfg.path.clone(), cfg.group_accessible),
             authn,
             append_only: cfg.append_only,
             private_repos: cfg.private_repos,
+            access,
             verify_upload: cfg.verify_upload,
-            quota: cfg.max_size.map(Quota::new),
+            quota,
             access_log,
             metrics: cfg.prometheus.then(Metrics::new),
             metrics_no_auth: cfg.prometheus_no_auth,
@@ -99,6 +108,9 @@ impl State {
     pub(crate) fn reload(&self) {
         if let Authn::Htpasswd(auth) = &self.authn {
             auth.reload();
+        }
+        if let Some(access) = &self.access {
+            access.reload();
         }
         if let Some(log) = &self.access_log {
             log.reopen();
@@ -215,6 +227,22 @@ async fn serve(
     {
         return Err(Error::Unauthorized);
     }
+    // --access-file: 403, as the user is known but lacks the right.
+    if let Some(access) = &st.access {
+        access.reload_if_changed().await;
+        let need = needed(&op);
+        let decision = access.get().decide(user, repo.segments()).right;
+        if decision < need {
+            log::debug!(
+                "access file: user {:?} has {:?} on /{}, needs {:?}",
+                user.unwrap_or("*"),
+                decision,
+                repo.joined(),
+                need
+            );
+            return Err(Error::Forbidden("not allowed by the access file"));
+        }
+    }
     match op {
         Op::Create => create(st, &repo, req).await,
         Op::List(kind) => list(st, &repo, kind, req).await,
@@ -254,6 +282,19 @@ async fn serve(
     }
 }
 
+/// The right an operation needs under `--access-file`. Locks are part of reading: restic
+/// locks a repository even to read it.
+fn needed(op: &Op) -> Right {
+    match op {
+        Op::List(_) | Op::Head(_) | Op::Get(_) => Right::Read,
+        Op::Save(File::Object(Kind::Locks, _)) | Op::Delete(File::Object(Kind::Locks, _)) => {
+            Right::Read
+        }
+        Op::Create | Op::Save(_) => Right::Append,
+        Op::Delete(_) => Right::Write,
+    }
+}
+
 /// Counts a blob operation for `--prometheus`. The config is not a blob: never counted, as
 /// in the Go server. Anonymous (`--no-auth`) requests count under user `""`, as in Go.
 fn count(st: &State, user: Option<&str>, repo: &RepoPath, file: &File, op: BlobOp, bytes: u64) {
@@ -273,9 +314,15 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
         return Err(Error::Unauthorized);
     }
     let process = smol::unblock(ProcessStats::read).await;
-    let quota = st.quota.as_ref().map(|q| (q.used(), q.limit()));
+    let quota = st.quota.as_ref().map(|q| {
+        let mut report = q.report();
+        if let Some(access) = &st.access {
+            report.add_limits(&access.get());
+        }
+        report
+    });
     let mut res = ok();
-    res.set_body(m.render(&process, quota));
+    res.set_body(m.render(&process, quota.as_ref()));
     res.insert_header("Content-Type", metrics::CONTENT_TYPE);
     Ok(res)
 }
@@ -384,10 +431,18 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     }
     // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
-        Some(q) => Some(q.reserve(declared.unwrap_or(0)).await.map_err(|_| {
-            log::debug!("quota: {} of {} bytes used", q.used(), q.limit());
-            Error::QuotaExceeded
-        })?),
+        Some(q) => {
+            let rules = st.access.as_ref().map(|a| a.get());
+            let segment = segment_limit(rules.as_deref(), repo);
+            Some(
+                q.reserve(segment, declared.unwrap_or(0))
+                    .await
+                    .map_err(|_| {
+                        log::debug!("quota: /{} is full ({segment:?})", repo.joined());
+                        Error::QuotaExceeded
+                    })?,
+            )
+        }
         None => None,
     };
     let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
@@ -406,6 +461,14 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     Ok(got.len)
 }
 
+/// With an access file, the first path segment of `repo` and its limit (a repository at
+/// the root has none: only `--max-size` applies there).
+fn segment_limit<'a>(rules: Option<&Rules>, repo: &'a RepoPath) -> SegmentLimit<'a> {
+    let rules = rules?;
+    let first = repo.segments().first()?;
+    Some((first, rules.quota(first).and_then(|q| q.limit)))
+}
+
 /// Deletes a file; returns its size if there was one to delete.
 async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Option<u64>, Error> {
     // --append-only: a client may only remove its own locks.
@@ -415,7 +478,8 @@ async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Option<u64>,
     // Deleting what is not there is still 200, as in the Go server.
     let deleted = st.repos.delete(&path_of(st, repo, file)).await?;
     if let (Some(size), Some(q)) = (deleted, &st.quota) {
-        q.release(size);
+        let segment = st.access.as_ref().and(repo.segments().first());
+        q.release(segment.map(String::as_str), size);
     }
     Ok(deleted)
 }

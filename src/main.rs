@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod accesslog;
 mod auth;
 mod cli;
@@ -23,6 +24,7 @@ mod throttle;
 mod tls;
 mod upload;
 mod usercmd;
+mod watch;
 
 use cli::{Command, Config};
 use handler::{Authn, State};
@@ -36,6 +38,9 @@ fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(cfg)) => cfg,
         Ok(Command::User(cmd)) => return usercmd::run(&cmd),
+        Ok(Command::AccessCheck { file, user, repo }) => {
+            return access::check_command(&file, &user, &repo);
+        }
         Ok(Command::Help) => {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
@@ -137,6 +142,17 @@ fn announce(cfg: &Config, state: &State) {
     log::info!("Append only mode {}", on_off(cfg.append_only));
     log::info!("Private repositories {}", on_off(cfg.private_repos));
     log::info!("Group accessible repos {}", on_off(cfg.group_accessible));
+    if let Some(access) = &state.access {
+        use watch::Load as _;
+        log::info!(
+            "Access file: {} ({})",
+            access.path().display(),
+            access.get().summary()
+        );
+        if cfg.no_auth {
+            log::warn!("--access-file with --no-auth: only the \"*\" entries apply, to everyone");
+        }
+    }
     if !cfg.verify_upload {
         log::warn!("Upload verification disabled: corrupted uploads will not be detected");
     }

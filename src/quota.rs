@@ -1,50 +1,99 @@
-//! `--max-size`: one byte counter for everything below `--path`, kept incrementally.
+//! Quotas: `--max-size` for everything below `--path`, and with `--access-file` a limit per
+//! first path segment (`/alice/...`), each one byte counter kept incrementally.
 //!
 //! Uploads reserve bytes before they write them ([`Quota::reserve`], [`Reservation::grow`]), so
-//! concurrent uploads can never overshoot the limit together; a [`Reservation`] that is dropped
-//! without [`Reservation::keep`] gives its bytes back. Deletes give bytes back too.
+//! concurrent uploads can never overshoot a limit together; a [`Reservation`] that is dropped
+//! without [`Reservation::keep`] gives its bytes back. Deletes give bytes back too. An upload
+//! into `/alice/...` is held against both alice's counter and the global one: it must fit
+//! under both, and each counter is checked and added in one atomic step.
+//!
+//! Segment limits come from the access file and may change on reload; the counters do not:
+//! usage is tracked for every first segment whenever there is an access file, so a limit added
+//! later starts from the true usage. A reservation keeps the limit it was made under.
 //!
 //! The start-up tally walks the tree on a background thread; serving starts at once. Uploads
-//! wait for the tally (an upload checked against a half-counted total could overshoot); reads,
-//! lists and deletes never do. Files created or deleted while the walk runs may be counted
-//! twice or not subtracted: the error is small and always on the safe side (too high).
+//! that some limit applies to wait for the tally (an upload checked against a half-counted
+//! total could overshoot); reads, lists and deletes never do. Files created or deleted while
+//! the walk runs may be counted twice or not subtracted: the error is small and always on the
+//! safe side (too high).
 
+use crate::route::Kind;
 use smol::lock::OnceCell;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Usage of one first path segment.
+type Counter = Arc<AtomicU64>;
 
 #[derive(Debug)]
 pub(crate) struct Quota {
-    limit: u64,
+    /// `--max-size`; `None`: usage is still counted, for the segments' sake.
+    limit: Option<u64>,
     /// Bytes on disk plus bytes reserved by uploads in flight.
     used: AtomicU64,
-    /// Set once the start-up walk has added its total to `used`.
+    /// With `--access-file`: usage per first path segment, created on first use.
+    segments: Option<Mutex<HashMap<String, Counter>>>,
+    /// Set once the start-up walk has added its totals.
     tallied: OnceCell<()>,
 }
+
+/// The limit of one first path segment for one upload: its name and limit (`None`:
+/// unlimited, but counted).
+pub(crate) type SegmentLimit<'a> = Option<(&'a str, Option<u64>)>;
 
 /// Bytes held for one upload; returned to the quota on drop unless kept.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     quota: Arc<Quota>,
+    /// The segment's counter and the limit the upload was admitted under.
+    segment: Option<(Counter, Option<u64>)>,
     bytes: u64,
 }
 
-/// Not enough room left under the limit.
+/// Not enough room left under a limit.
 #[derive(Debug)]
 pub(crate) struct Exceeded;
 
+/// Usage for `/metrics`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Report {
+    pub used: u64,
+    pub limit: Option<u64>,
+    /// Every segment counted so far, and every one the access file names: name, bytes
+    /// used and limit, sorted by name.
+    pub segments: Vec<(String, u64, Option<u64>)>,
+}
+
+impl Report {
+    /// Fills in the segments' limits from the access file.
+    pub(crate) fn add_limits(&mut self, rules: &crate::access::Rules) {
+        for name in rules.named_quotas() {
+            if !self.segments.iter().any(|(n, _, _)| n == name) {
+                self.segments.push((name.to_owned(), 0, None));
+            }
+        }
+        for (name, _, limit) in &mut self.segments {
+            *limit = rules.quota(name).and_then(|q| q.limit);
+        }
+        self.segments.sort();
+    }
+}
+
 impl Quota {
-    /// A quota whose usage is unknown until [`Quota::tally`] has run.
-    pub(crate) fn new(limit: u64) -> Arc<Quota> {
+    /// A quota whose usage is unknown until [`Quota::tally`] has run. `per_segment`: count
+    /// every first path segment too (there is an access file).
+    pub(crate) fn new(limit: Option<u64>, per_segment: bool) -> Arc<Quota> {
         Arc::new(Quota {
             limit,
             used: AtomicU64::new(0),
+            segments: per_segment.then(|| Mutex::new(HashMap::new())),
             tallied: OnceCell::new(),
         })
     }
 
-    pub(crate) fn limit(&self) -> u64 {
+    pub(crate) fn limit(&self) -> Option<u64> {
         self.limit
     }
 
@@ -52,43 +101,76 @@ impl Quota {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// Walks `root` (blocking; run it on a blocking thread) and adds what it finds.
-    /// Returns the bytes counted.
+    pub(crate) fn report(&self) -> Report {
+        let mut segments: Vec<(String, u64, Option<u64>)> = match &self.segments {
+            None => Vec::new(),
+            Some(map) => lock(map)
+                .iter()
+                .map(|(name, c)| (name.clone(), c.load(Ordering::Relaxed), None))
+                .collect(),
+        };
+        segments.sort();
+        Report {
+            used: self.used(),
+            limit: self.limit,
+            segments,
+        }
+    }
+
+    /// Walks `root` (blocking; run it on a blocking thread) and adds what it finds, per
+    /// segment too. Returns the bytes counted.
     pub(crate) fn tally(&self, root: &Path) -> u64 {
-        let total = dir_size(root);
+        let mut total = 0;
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let size = entry_size(&entry);
+            total += size;
+            // A top-level directory is a first segment, unless it belongs to a repository
+            // at the root (its data/, keys/, ... directories).
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let is_segment = entry.file_type().is_ok_and(|t| t.is_dir())
+                && !Kind::ALL.iter().any(|k| k.as_str() == name);
+            if let Some(c) = is_segment.then(|| self.counter(&name)).flatten() {
+                c.fetch_add(size, Ordering::Relaxed);
+            }
+        }
         self.used.fetch_add(total, Ordering::Relaxed);
         let _ = self.tallied.set_blocking(());
         total
     }
 
-    /// Reserves `bytes` for an upload, after waiting for the start-up tally.
-    pub(crate) async fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, Exceeded> {
-        self.tallied.wait().await;
-        self.take(bytes)?;
-        Ok(Reservation {
+    /// Reserves `bytes` for an upload into `segment` (if any), after waiting for the start-up
+    /// tally when a limit applies.
+    pub(crate) async fn reserve(
+        self: &Arc<Self>,
+        segment: SegmentLimit<'_>,
+        bytes: u64,
+    ) -> Result<Reservation, Exceeded> {
+        let segment_limited = segment.is_some_and(|(_, limit)| limit.is_some());
+        if self.limit.is_some() || segment_limited {
+            self.tallied.wait().await;
+        }
+        let mut r = Reservation {
             quota: self.clone(),
-            bytes,
-        })
+            segment: segment.and_then(|(name, limit)| Some((self.counter(name)?, limit))),
+            bytes: 0,
+        };
+        r.grow(bytes)?;
+        Ok(r)
     }
 
-    /// Gives back the bytes of a deleted file.
-    pub(crate) fn release(&self, bytes: u64) {
-        // Saturating: a file deleted during the tally may never have been counted.
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                Some(u.saturating_sub(bytes))
-            });
+    /// Gives back the bytes of a deleted file in `segment` (if any).
+    pub(crate) fn release(&self, segment: Option<&str>, bytes: u64) {
+        give_back(&self.used, bytes);
+        if let Some(c) = segment.and_then(|s| self.counter(s)) {
+            give_back(&c, bytes);
+        }
     }
 
-    fn take(&self, bytes: u64) -> Result<(), Exceeded> {
-        // Check and add in one atomic step: two uploads cannot both fit into the last gap.
-        self.used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                u.checked_add(bytes).filter(|&n| n <= self.limit)
-            })
-            .map(drop)
-            .map_err(|_| Exceeded)
+    /// The counter of a segment, created at zero; `None` without per-segment counting.
+    fn counter(&self, segment: &str) -> Option<Counter> {
+        let mut map = lock(self.segments.as_ref()?);
+        Some(map.entry(segment.to_owned()).or_default().clone())
     }
 }
 
@@ -96,10 +178,19 @@ impl Reservation {
     /// Makes sure at least `total` bytes are held, taking more from the quota if needed
     /// (a body without `Content-Length`, or one longer than declared).
     pub(crate) fn grow(&mut self, total: u64) -> Result<(), Exceeded> {
-        if total > self.bytes {
-            self.quota.take(total - self.bytes)?;
-            self.bytes = total;
+        let Some(more) = total.checked_sub(self.bytes).filter(|&m| m > 0) else {
+            return Ok(());
+        };
+        if let Some((c, limit)) = &self.segment {
+            take(c, *limit, more)?;
         }
+        if let Err(e) = take(&self.quota.used, self.quota.limit, more) {
+            if let Some((c, _)) = &self.segment {
+                give_back(c, more);
+            }
+            return Err(e);
+        }
+        self.bytes = total;
         Ok(())
     }
 
@@ -111,7 +202,41 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.quota.release(self.bytes);
+        give_back(&self.quota.used, self.bytes);
+        if let Some((c, _)) = &self.segment {
+            give_back(c, self.bytes);
+        }
+    }
+}
+
+/// Check and add in one atomic step: two uploads cannot both fit into the last gap.
+fn take(counter: &AtomicU64, limit: Option<u64>, bytes: u64) -> Result<(), Exceeded> {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+            u.checked_add(bytes)
+                .filter(|&n| limit.is_none_or(|l| n <= l))
+        })
+        .map(drop)
+        .map_err(|_| Exceeded)
+}
+
+/// Saturating: a file deleted during the tally may never have been counted.
+fn give_back(counter: &AtomicU64, bytes: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+        Some(u.saturating_sub(bytes))
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Size of a directory entry: a file's length, a directory's regular files below it.
+fn entry_size(entry: &std::fs::DirEntry) -> u64 {
+    match entry.file_type() {
+        Ok(t) if t.is_dir() => dir_size(&entry.path()),
+        Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
+        _ => 0,
     }
 }
 
@@ -120,32 +245,29 @@ fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
+    entries.flatten().map(|e| entry_size(&e)).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ready(limit: u64) -> Arc<Quota> {
-        let q = Quota::new(limit);
+    fn ready(limit: Option<u64>, per_segment: bool) -> Arc<Quota> {
+        let q = Quota::new(limit, per_segment);
         q.tallied.set_blocking(()).unwrap();
         q
     }
 
+    fn reserve(q: &Arc<Quota>, seg: SegmentLimit<'_>, n: u64) -> Result<Reservation, Exceeded> {
+        smol::block_on(q.reserve(seg, n))
+    }
+
     #[test]
     fn reservations_never_overshoot_and_come_back_on_drop() {
-        let q = ready(100);
-        let a = smol::block_on(q.reserve(60)).unwrap();
-        assert!(smol::block_on(q.reserve(41)).is_err());
-        let mut b = smol::block_on(q.reserve(40)).unwrap();
+        let q = ready(Some(100), false);
+        let a = reserve(&q, None, 60).unwrap();
+        assert!(reserve(&q, None, 41).is_err());
+        let mut b = reserve(&q, None, 40).unwrap();
         assert_eq!(q.used(), 100);
         assert!(b.grow(41).is_err(), "growing past the limit must fail");
         drop(a);
@@ -153,19 +275,19 @@ mod tests {
         b.grow(50).unwrap();
         b.keep();
         assert_eq!(q.used(), 50);
-        q.release(70);
+        q.release(None, 70);
         assert_eq!(q.used(), 0, "release saturates at zero");
     }
 
     #[test]
     fn concurrent_reservations_fill_exactly_to_the_limit() {
-        let q = ready(1000);
+        let q = ready(Some(1000), false);
         let granted = AtomicU64::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..100 {
-                        if let Ok(r) = smol::block_on(q.reserve(7)) {
+                        if let Ok(r) = reserve(&q, None, 7) {
                             granted.fetch_add(7, Ordering::Relaxed);
                             r.keep();
                         }
@@ -178,14 +300,61 @@ mod tests {
     }
 
     #[test]
-    fn tally_counts_files_recursively() {
+    fn an_upload_must_fit_under_its_segment_and_the_global_limit() {
+        let q = ready(Some(100), true);
+        let alice = Some(("alice", Some(30)));
+        let a = reserve(&q, alice, 30).unwrap();
+        assert!(reserve(&q, alice, 1).is_err(), "alice is full");
+        // The failed segment take left nothing behind anywhere.
+        assert_eq!(q.report().segments, [("alice".to_owned(), 30, None)]);
+        let mut b = reserve(&q, Some(("bob", None)), 60).unwrap();
+        // bob is unlimited, but the global limit holds (and gives alice's part back on failure).
+        assert!(b.grow(71).is_err());
+        assert!(reserve(&q, Some(("carol", Some(50))), 11).is_err());
+        assert_eq!(q.used(), 90);
+        let r = q.report();
+        assert_eq!(r.segments.len(), 3, "{r:?}");
+        assert_eq!(r.segments[2], ("carol".to_owned(), 0, None));
+        a.keep();
+        drop(b);
+        q.release(Some("alice"), 10);
+        assert_eq!(q.report().segments[0], ("alice".to_owned(), 20, None));
+        assert_eq!(q.used(), 20);
+    }
+
+    #[test]
+    fn concurrent_uploads_never_overshoot_a_segment() {
+        let q = ready(None, true);
+        let granted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        if let Ok(r) = reserve(&q, Some(("a", Some(500))), 7) {
+                            granted.fetch_add(7, Ordering::Relaxed);
+                            r.keep();
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(granted.load(Ordering::Relaxed), 497);
+        assert_eq!(q.report().segments, [("a".to_owned(), 497, None)]);
+    }
+
+    #[test]
+    fn tally_counts_files_recursively_and_per_segment() {
         let dir = std::env::temp_dir().join(format!("quota-tally-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::fs::create_dir_all(dir.join("data/00")).unwrap();
         std::fs::write(dir.join("x"), [0u8; 10]).unwrap();
         std::fs::write(dir.join("a/b/y"), [0u8; 5]).unwrap();
-        let q = Quota::new(100);
-        assert_eq!(q.tally(&dir), 15);
-        assert_eq!(q.used(), 15);
+        std::fs::write(dir.join("data/00/z"), [0u8; 3]).unwrap();
+        let q = Quota::new(Some(100), true);
+        assert_eq!(q.tally(&dir), 18);
+        assert_eq!(q.used(), 18);
+        // data/ belongs to the repository at the root, not to a segment "data".
+        assert_eq!(q.report().segments, [("a".to_owned(), 5, None)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

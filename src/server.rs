@@ -97,11 +97,13 @@ async fn serve(
         smol::unblock(move || {
             let t = Instant::now();
             let used = q.tally(&root);
-            log::info!(
-                "Quota: {used} of {} bytes used (counted in {} ms)",
-                q.limit(),
-                t.elapsed().as_millis()
-            );
+            let ms = t.elapsed().as_millis();
+            match q.limit() {
+                Some(limit) => {
+                    log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)")
+                }
+                None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+            }
         })
         .detach();
     }
