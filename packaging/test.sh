@@ -318,6 +318,7 @@ config rest-server 'main'
 	option append_only '1'
 	option private_repos 'on'
 	option max_size '100GiB'
+	option access_file '/etc/rest-server/access'
 	option no_verify_upload 'yes'
 	option tls '1'
 	option tls_cert '/etc/rest-server/cert.pem'
@@ -325,7 +326,7 @@ config rest-server 'main'
 	option log '-'
 	option user 'rest-server'
 	option extra_args '--group-accessible-repos --debug'" \
-    "[/usr/bin/rest-server] [--path] [/mnt/usb disk/restic] [--listen] [192.168.1.1:8000] [--htpasswd-file] [/etc/rest-server/htpasswd] [--append-only] [--private-repos] [--max-size] [100GiB] [--no-verify-upload] [--tls] [--tls-cert] [/etc/rest-server/cert.pem] [--tls-key] [/etc/rest-server/key.pem] [--log] [-] [--group-accessible-repos] [--debug]"
+    "[/usr/bin/rest-server] [--path] [/mnt/usb disk/restic] [--listen] [192.168.1.1:8000] [--htpasswd-file] [/etc/rest-server/htpasswd] [--append-only] [--private-repos] [--max-size] [100GiB] [--access-file] [/etc/rest-server/access] [--no-verify-upload] [--tls] [--tls-cert] [/etc/rest-server/cert.pem] [--tls-key] [/etc/rest-server/key.pem] [--log] [-] [--group-accessible-repos] [--debug]"
 
 expect_init "defaults: listen :8000, booleans off, no tls flags when tls=0" "
 config rest-server 'main'

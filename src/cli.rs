@@ -731,6 +731,16 @@ mod tests {
         }
     }
 
+    /// README shows `--help` verbatim: it must not go stale.
+    #[test]
+    fn readme_shows_the_current_help() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(HELP),
+            "update the --help block in README.md"
+        );
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("0"), Some(0));

@@ -155,3 +155,72 @@ fn append_only_backup_works_and_forget_prune_fails() {
     assert_eq!(snaps.matches("\"short_id\"").count(), 2, "{snaps}");
     ok(restic(dir.path(), &url, &["check"]), "check");
 }
+
+/// Issue 8: rights from `--access-file`, as restic experiences them.
+#[test]
+fn access_file_rights_with_restic() {
+    let dir = TempDir::new("restic-access");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    htpasswd(&data, "alice", "a-pw");
+    for (user, pw) in [("monitor", "m-pw"), ("lap1", "l-pw")] {
+        let st = Command::new("htpasswd")
+            .args(["-B", "-b"])
+            .arg(data.join(".htpasswd"))
+            .args([user, pw])
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    let rules = dir.path().join("access");
+    std::fs::write(
+        &rules,
+        "[permissions]\nalice/** = alice:w, monitor:r\nlaptops/* = *:a\n",
+    )
+    .unwrap();
+    let s = Server::start_in(
+        TempDir::new("restic-access-srv"),
+        &[
+            "--path",
+            data.to_str().unwrap(),
+            "--access-file",
+            rules.to_str().unwrap(),
+        ],
+    );
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20u64 {
+        std::fs::write(src.join(format!("f{i}")), random_bytes(50_000, i)).unwrap();
+    }
+    let backup = ["backup", "--quiet", src.to_str().unwrap()];
+    let d = dir.path();
+
+    // The laptop user appends: init and backups work, forget --prune does not.
+    let laptop = format!("rest:http://lap1:l-pw@{}/laptops/x", s.addr);
+    ok(restic(d, &laptop, &["init"]), "init as lap1");
+    ok(restic(d, &laptop, &backup), "backup as lap1");
+    std::fs::write(src.join("f0"), b"changed").unwrap();
+    ok(restic(d, &laptop, &backup), "backup 2 as lap1");
+    let out = restic(d, &laptop, &["forget", "--keep-last", "1", "--prune"]);
+    assert!(!out.status.success(), "forget --prune needs w");
+    let snaps = ok(restic(d, &laptop, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(snaps.matches("\"short_id\"").count(), 2, "{snaps}");
+
+    // monitor reads alice's repository (locking it, as restic does) but cannot back up.
+    let alice = format!("rest:http://alice:a-pw@{}/alice/main", s.addr);
+    ok(restic(d, &alice, &["init"]), "init as alice");
+    ok(restic(d, &alice, &backup), "backup as alice");
+    let monitor = format!("rest:http://monitor:m-pw@{}/alice/main", s.addr);
+    ok(
+        restic(d, &monitor, &["check", "--read-data"]),
+        "check --read-data as monitor",
+    );
+    std::fs::write(src.join("f1"), b"changed too").unwrap();
+    let out = restic(d, &monitor, &backup);
+    assert!(!out.status.success(), "monitor must not back up");
+    let snaps = ok(restic(d, &alice, &["snapshots", "--json"]), "snapshots");
+    assert_eq!(snaps.matches("\"short_id\"").count(), 1, "{snaps}");
+    // Nothing of alice's is open to the laptop user.
+    let lap_on_alice = format!("rest:http://lap1:l-pw@{}/alice/main", s.addr);
+    assert!(!restic(d, &lap_on_alice, &["snapshots"]).status.success());
+}
