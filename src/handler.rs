@@ -429,7 +429,10 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         }
         return Err(Error::Exists);
     }
-    // Reserve the declared length before reading a byte: concurrent uploads cannot overshoot.
+    // The temp file first: it fails for a repository that does not exist, before a quota
+    // counter is made for its segment (so made-up names cannot grow the counters' table).
+    let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
+    // Reserve the declared length before reading a byte of the body: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
         Some(q) => {
             let rules = st.access.as_ref().map(|a| a.get());
@@ -445,7 +448,6 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         }
         None => None,
     };
-    let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
     let got = upload::receive(req, declared, verify, Some(&mut temp), reservation.as_mut()).await?;
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);

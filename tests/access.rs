@@ -289,6 +289,10 @@ fn segment_quotas_hold_under_eight_concurrent_uploads() {
             "missing {line:?}:\n{metrics}"
         );
     }
+    // An upload into a repository that does not exist makes no counter for its segment.
+    let (body, ghost) = object("ghost/r", "data", 7);
+    assert_eq!(as_user(&s, "admin", "POST", &ghost, &body), 404);
+    assert!(!as_user_text(&s, "admin", "/metrics").contains("segment=\"ghost\""));
     // Deleting gives the segment its room back.
     let mut names = vec![];
     walk(&s.data.join("bob/r/data"), &mut |p| {
