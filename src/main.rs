@@ -156,9 +156,16 @@ fn announce(cfg: &Config, state: &State) {
     if !cfg.verify_upload {
         log::warn!("Upload verification disabled: corrupted uploads will not be detected");
     }
+    let per_segment = if state.access.is_some() {
+        "; per first path segment as the access file says"
+    } else {
+        ""
+    };
     match cfg.max_size {
-        Some(limit) => log::info!("Quota: {limit} bytes; counting current usage in the background"),
-        None => log::info!("Quota: none"),
+        Some(limit) => log::info!(
+            "Quota: {limit} bytes overall{per_segment}; counting current usage in the background"
+        ),
+        None => log::info!("Quota: none overall{per_segment}"),
     }
     if cfg.prometheus {
         let who = if cfg.prometheus_no_auth || (cfg.no_auth && !cfg.private_repos) {
