@@ -17,6 +17,9 @@ pub(crate) enum Error {
     BadRequest(&'static str),
     /// Missing or wrong credentials (also: private repo of someone else, as the Go server does).
     Unauthorized,
+    /// Credentials not checked: too many wrong passwords lately, from many addresses (see
+    /// `budget.rs`; 429 so that restic retries, where a 401 would make it give up).
+    LoginFlood,
     /// Refused by policy (append-only, ...). Reason for the debug log.
     Forbidden(&'static str),
     /// Upload of an object or config that already exists (refused in every mode).
@@ -45,6 +48,7 @@ impl Error {
                 StatusCode::BadRequest
             }
             Error::Unauthorized => StatusCode::Unauthorized,
+            Error::LoginFlood => StatusCode::TooManyRequests,
             Error::Forbidden(_) | Error::Exists => StatusCode::Forbidden,
             Error::RangeNotSatisfiable(_) => StatusCode::RequestedRangeNotSatisfiable,
             Error::QuotaExceeded | Error::StorageFull(_) => StatusCode::InsufficientStorage,

@@ -8,6 +8,7 @@
 
 mod accesslog;
 mod auth;
+mod budget;
 mod cli;
 mod error;
 mod handler;
