@@ -475,13 +475,90 @@ fn user_subcommand_round_trip() {
     let (_, out, _) = user_cmd(&file, &["list"], "");
     assert_eq!(out, "bob@nas\tbcrypt\n");
     // No temp files left beside it.
-    let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+    let mut names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [".htpasswd"]);
+    names.sort();
+    // ... but the (empty) lock file of add and remove stays.
+    assert_eq!(names, [".htpasswd", ".htpasswd.lock"]);
 }
 
+// Issue 4: concurrent `user add` commands read, change and replace the file under a lock, so
+// none of them loses another's change (without it, 16 at once kept about 5 users here).
+#[test]
+fn concurrent_user_adds_lose_nothing() {
+    let dir = TempDir::new("usercmd-race");
+    let file = dir.path().join(".htpasswd");
+    std::fs::write(&file, "# kept\n").unwrap();
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            let mut child = Command::new(BIN)
+                .args(["user", "add", &format!("user{i}"), "--password-stdin"])
+                .args(["--cost", "4", "--htpasswd-file", file.to_str().unwrap()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (i, child.stdin.take().unwrap(), child)
+        })
+        .collect();
+    // All started before any gets its password, so they run as much at once as they can.
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|(i, mut stdin, child)| {
+            stdin.write_all(format!("pw-{i}\n").as_bytes()).unwrap();
+            (i, child)
+        })
+        .collect();
+    for (i, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "user{i}: {out:?}");
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("# kept\n"), "{text}");
+    for i in 0..16 {
+        assert_eq!(
+            text.matches(&format!("\nuser{i}:$2")).count(),
+            1,
+            "user{i}:\n{text}"
+        );
+    }
+    assert_eq!(text.lines().count(), 17, "{text}");
+    let (code, out, _) = user_cmd(&file, &["check", "user7", "--password-stdin"], "pw-7\n");
+    assert_eq!(code, 0, "{out}");
+    let lock = dir.path().join(".htpasswd.lock");
+    assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0);
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+// The lock file sits beside the default htpasswd file in the data directory: to the server it
+// is nothing (no user, no repo); a path through it is 404 like any missing repo.
+#[test]
+fn the_lock_file_means_nothing_to_the_server() {
+    let (dir, file) = dir_with_htpasswd("lockfile", "");
+    let (code, out, err) = user_cmd(
+        &file,
+        &["add", "alice", "--password-stdin", "--cost", "4"],
+        "a-pw\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(file.with_file_name(".htpasswd.lock").exists());
+    let s = Server::start_in(dir, &[]);
+    s.wait_log("(1 users)", 5);
+    assert_eq!(create_as(&s, "alice/", "alice", "a-pw"), 200);
+    for path in [
+        "/.htpasswd.lock/config",
+        "/.htpasswd.lock/keys/",
+        "/.htpasswd/config",
+    ] {
+        let r = s.req("GET", path).basic("alice", "a-pw").send();
+        assert_eq!(r.status, 404, "GET {path}");
+    }
+    assert!(!s.log_text().contains("ERROR"), "{}", s.log_text());
+}
 
 /// Sends `GET /<user>/config` as `user` from source address `ip` (a loopback address other
 /// than 127.0.0.1: a client of its own for the back-off) on a new connection.
