@@ -1,6 +1,7 @@
 //! Who is asking: the htpasswd file, live reload, and the cache that makes slow hashes
 //! affordable on a Raspberry Pi. The file format and the hash formats are `htpasswd.rs`; the
-//! back-off for password guessing is `throttle.rs`.
+//! back-off for password guessing from one address is `throttle.rs`, the budget that bounds
+//! a flood of guesses from many addresses is `budget.rs`.
 //!
 //! One bcrypt check at cost 10 takes 100+ ms on a Pi; restic sends hundreds of requests per
 //! minute. A verified user:password pair is therefore remembered for [`PASSWORD_CACHE_TTL`],
@@ -8,11 +9,17 @@
 //! Wrong passwords are never cached. Slow hashes (bcrypt, SHA-crypt, apr1) run on the blocking
 //! pool, at most one per two cores at a time, never on an executor thread.
 //!
+//! The way of one check: cache hit -> done at once (nothing below ever slows it). Otherwise
+//! the address's turn (`throttle.rs`); then, for a slow hash from an address that has not
+//! logged in lately, the flood budget (`budget.rs`: at once, paced, or refused unchecked,
+//! which the client sees as 429); then a slow-hash slot and the hash.
+//!
 //! Invariant: a cache entry can only vouch for the exact stored hash it was made with, and
 //! every check first looks the user up in the current users. So a user removed from the file,
 //! or whose password changed, is refused from the reload on; the stale entry is unreachable
 //! and swept once expired.
 
+use crate::budget::{self, Admission, Budget};
 use crate::htpasswd::{self, Hash, Users};
 use crate::throttle::{self, Throttle};
 use sha2::{Digest, Sha256};
@@ -33,6 +40,20 @@ const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// password in use, so it stays tiny unless a password changes often).
 const CACHE_SWEEP_AT: usize = 256;
 
+/// What a 429 answer tells the client to wait before trying again (restic ignores it and
+/// uses its own back-off; other clients may not).
+pub(crate) const BUSY_RETRY_AFTER: Duration = budget::MAX_WAIT;
+
+/// The outcome of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Ok,
+    /// Wrong password or unknown user (401).
+    Wrong,
+    /// Not checked: too many wrong passwords lately (429), see `budget.rs`.
+    Busy,
+}
+
 /// What identifies a version of the file on disk: mtime, size and inode (an atomic replace
 /// by `rest-server user` or an editor gives a new inode even within one mtime tick).
 type Stamp = Option<(SystemTime, u64, u64)>;
@@ -50,6 +71,7 @@ pub(crate) struct Auth {
     /// everything else.
     slow_slots: smol::lock::Semaphore,
     throttle: Throttle,
+    budget: Mutex<Budget>,
 }
 
 impl Auth {
@@ -74,6 +96,7 @@ impl Auth {
             salt: random_salt(),
             slow_slots: smol::lock::Semaphore::new(slow_slots),
             throttle: Throttle::default(),
+            budget: Mutex::new(Budget::new(Instant::now())),
         })
     }
 
@@ -135,9 +158,10 @@ impl Auth {
 
     /// Checks a user:password pair from client address `peer`. A pair verified within
     /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation and
-    /// waits for the address's turn (see `throttle.rs`); a failure is answered after a delay
-    /// that grows with the address's failures in a row.
-    pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> bool {
+    /// waits for the address's turn (see `throttle.rs`) and, during a flood, for the global
+    /// budget (see `budget.rs`); a failure is answered after a delay that grows with the
+    /// address's failures in a row.
+    pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> Verdict {
         self.reload_if_changed().await;
         // Hold this version of the users for the whole check: a reload meanwhile does not
         // change which stored hash this answer (and its cache entry) is about.
@@ -150,20 +174,27 @@ impl Auth {
                 .get(key)
                 .is_some_and(|&expiry| expiry > Instant::now())
         {
-            return true;
+            return Verdict::Ok;
         }
         let Some(start) = self.throttle.admit(peer, Instant::now()) else {
             log::debug!("login from {peer} as user {user:?} refused unchecked: too many queued");
             smol::Timer::after(throttle::MAX_DELAY).await;
-            return false;
+            return Verdict::Wrong;
         };
         if start > Instant::now() {
             smol::Timer::at(start).await;
         }
-        let ok = match hash {
-            Some(hash) => self.check(hash, password).await,
+        let checked = match hash {
+            Some(hash) => self.check(hash, password, peer).await,
             // An unknown user costs no hash, but is throttled and answered like a wrong password.
-            None => false,
+            None => Some(false),
+        };
+        // Refused by the flood budget: answered at once, so refusals cannot pile up. The
+        // address's advance failure stays counted: a guesser hammering us gains nothing, and
+        // restic's own back-off between retries outgrows ours.
+        let Some(ok) = checked else {
+            log::debug!("login from {peer} as user {user:?} refused unchecked: login flood");
+            return Verdict::Busy;
         };
         if let (true, Some(key)) = (ok, key) {
             let now = Instant::now();
@@ -173,23 +204,55 @@ impl Auth {
             }
             cache.insert(key, now + PASSWORD_CACHE_TTL);
             drop(cache);
-            self.throttle.succeeded(peer);
+            self.throttle.succeeded(peer, now);
+            Verdict::Ok
         } else {
             let delay = self.throttle.failed(peer, user, Instant::now());
             log::debug!("failed login from {peer} as user {user:?}");
             smol::Timer::after(delay).await;
+            Verdict::Wrong
         }
-        ok
     }
 
-    /// Runs the hash: `{SHA}` inline, everything slow on the blocking pool, one per two cores.
-    async fn check(&self, hash: &Hash, password: &str) -> bool {
+    /// Runs the hash: `{SHA}` inline, everything slow on the blocking pool, one per two cores,
+    /// and within the flood budget unless `peer` logged in lately. `None`: refused unchecked.
+    async fn check(&self, hash: &Hash, password: &str, peer: &str) -> Option<bool> {
         if !hash.is_slow() {
-            return hash.verify(password.as_bytes());
+            return Some(hash.verify(password.as_bytes()));
         }
-        let _slot = self.slow_slots.acquire().await;
+        let exempt = self.throttle.trusted(peer, Instant::now());
+        let (mut reserved, mut paced) = (Duration::ZERO, false);
+        if !exempt {
+            let admission = self.budget().admit(Instant::now());
+            paced = admission != Admission::Now;
+            reserved = wait_for(admission).await?;
+        }
+        let mut slot = self.slow_slots.acquire().await;
+        if !exempt && !paced {
+            // Admitted at once, but perhaps behind many others in the slot queue (the first
+            // wave of a flood all arrives while the budget is untouched): ask again now that
+            // the hash would really run, and give the slot back while waiting.
+            let admission = self.budget().admit(Instant::now());
+            if admission != Admission::Now {
+                drop(slot);
+                reserved = wait_for(admission).await?;
+                slot = self.slow_slots.acquire().await;
+            }
+        }
         let (hash, password) = (hash.clone(), password.to_owned());
-        smol::unblock(move || hash.verify(password.as_bytes())).await
+        let (ok, took) = smol::unblock(move || {
+            let started = Instant::now();
+            let ok = hash.verify(password.as_bytes());
+            (ok, started.elapsed())
+        })
+        .await;
+        drop(slot);
+        self.budget().finish(Instant::now(), reserved, took, ok);
+        Some(ok)
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
@@ -204,6 +267,18 @@ impl Auth {
             h.update(part);
         }
         h.finalize().into()
+    }
+}
+
+/// Waits as the flood budget said; the reservation made, or `None`: refuse unchecked.
+async fn wait_for(admission: Admission) -> Option<Duration> {
+    match admission {
+        Admission::Now => Some(Duration::ZERO),
+        Admission::At(start, reserved) => {
+            smol::Timer::at(start).await;
+            Some(reserved)
+        }
+        Admission::Refused => None,
     }
 }
 
@@ -251,15 +326,16 @@ mod tests {
     fn cache_does_not_outlive_a_removed_or_changed_user() {
         let (auth, path) = auth_with("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
         smol::block_on(async {
-            assert!(auth.verify("bob", "password", "192.0.2.1").await);
+            let ok = Verdict::Ok;
+            assert_eq!(auth.verify("bob", "password", "192.0.2.1").await, ok);
             // Changed password ("secret"): the cached pair no longer counts.
             std::fs::write(&path, "bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
             auth.reload();
-            assert!(!auth.verify("bob", "password", "192.0.2.2").await);
-            assert!(auth.verify("bob", "secret", "192.0.2.2").await);
+            assert_ne!(auth.verify("bob", "password", "192.0.2.2").await, ok);
+            assert_eq!(auth.verify("bob", "secret", "192.0.2.2").await, ok);
             std::fs::write(&path, "# nobody\n").unwrap();
             auth.reload();
-            assert!(!auth.verify("bob", "secret", "192.0.2.3").await);
+            assert_ne!(auth.verify("bob", "secret", "192.0.2.3").await, ok);
         });
         let _ = std::fs::remove_file(path);
     }

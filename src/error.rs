@@ -17,6 +17,9 @@ pub(crate) enum Error {
     BadRequest(&'static str),
     /// Missing or wrong credentials (also: private repo of someone else, as the Go server does).
     Unauthorized,
+    /// Credentials not checked: too many wrong passwords lately, from many addresses (see
+    /// `budget.rs`; 429 so that restic retries, where a 401 would make it give up).
+    LoginFlood,
     /// Refused by policy (append-only, ...). Reason for the debug log.
     Forbidden(&'static str),
     /// Upload of an object or config that already exists (refused in every mode).
@@ -45,6 +48,7 @@ impl Error {
                 StatusCode::BadRequest
             }
             Error::Unauthorized => StatusCode::Unauthorized,
+            Error::LoginFlood => StatusCode::TooManyRequests,
             Error::Forbidden(_) | Error::Exists => StatusCode::Forbidden,
             Error::RangeNotSatisfiable(_) => StatusCode::RequestedRangeNotSatisfiable,
             Error::QuotaExceeded | Error::StorageFull(_) => StatusCode::InsufficientStorage,
@@ -59,12 +63,13 @@ impl Error {
 }
 
 impl From<io::Error> for Error {
-    /// Classifies a file-system error: a full disk or quota is 507, a vanished file 404,
+    /// Classifies a file-system error: a full disk or quota is 507, a vanished file 404 (also
+    /// a path through a file, e.g. a "repo" named like the htpasswd file or its lock file),
     /// anything else a server fault.
     fn from(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::StorageFull(e),
-            io::ErrorKind::NotFound => Error::NotFound,
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::NotFound,
             _ => Error::Io(e),
         }
     }
@@ -97,9 +102,9 @@ mod tests {
             Error::from(io::Error::other("x")).status(),
             StatusCode::InternalServerError
         );
-        assert_eq!(
-            Error::from(io::Error::from(io::ErrorKind::NotFound)).status(),
-            StatusCode::NotFound
-        );
+        for kind in [io::ErrorKind::NotFound, io::ErrorKind::NotADirectory] {
+            let e = Error::from(io::Error::from(kind));
+            assert_eq!(e.status(), StatusCode::NotFound);
+        }
     }
 }

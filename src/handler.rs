@@ -4,7 +4,7 @@
 
 use crate::access::{Right, Rules};
 use crate::accesslog::{AccessLog, Entry};
-use crate::auth::Auth;
+use crate::auth::{self, Auth, Verdict};
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
 use crate::http::{Range, parse_basic, parse_range, status_response};
@@ -201,10 +201,10 @@ async fn authenticate(st: &State, req: &Request, peer: &str) -> Result<Option<St
         Authn::Htpasswd(auth) => {
             let header = req.header("Authorization").map(|v| v.as_str());
             let (user, password) = header.and_then(parse_basic).ok_or(Error::Unauthorized)?;
-            if auth.verify(&user, &password, peer).await {
-                Ok(Some(user))
-            } else {
-                Err(Error::Unauthorized)
+            match auth.verify(&user, &password, peer).await {
+                Verdict::Ok => Ok(Some(user)),
+                Verdict::Wrong => Err(Error::Unauthorized),
+                Verdict::Busy => Err(Error::LoginFlood),
             }
         }
     }
@@ -491,6 +491,9 @@ fn error_response(e: &Error) -> Response {
     let mut res = status_response(e.status());
     match e {
         Error::Unauthorized => res.insert_header("WWW-Authenticate", "Basic realm=\"restic\""),
+        Error::LoginFlood => {
+            res.insert_header("Retry-After", auth::BUSY_RETRY_AFTER.as_secs().to_string())
+        }
         Error::MethodNotAllowed(allow) => res.insert_header("Allow", *allow),
         Error::RangeNotSatisfiable(size) => {
             res.insert_header("Content-Range", format!("bytes */{size}"))

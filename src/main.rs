@@ -9,6 +9,7 @@
 mod access;
 mod accesslog;
 mod auth;
+mod budget;
 mod cli;
 mod error;
 mod handler;

@@ -16,6 +16,11 @@
 //! Behind a reverse proxy every client has the proxy's address: a guesser then also delays
 //! the once-a-minute hash check of honest clients behind the same proxy (never their cached
 //! requests).
+//!
+//! The other way round, an address that logged in with a right password is *trusted* for
+//! [`TRUST_FOR`]: its checks skip the global flood budget of `budget.rs` (they still go
+//! through the back-off above). This lives in a table of its own, filled only by successful
+//! logins ([`MAX_TRUSTED`]), so guessers from many addresses cannot push honest ones out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,6 +44,14 @@ const MAX_TRACKED: usize = 4096;
 
 /// Failures in a row from one address before we log the burst (once).
 const LOG_AT_FAILURES: u32 = 3;
+
+/// How long a successful login makes its address trusted: a day, so that a nightly backup
+/// from a known host is never queued behind a flood of guesses from elsewhere.
+pub(crate) const TRUST_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Trusted addresses remembered at most (~50 bytes each); when full, expired ones go first,
+/// then the one whose last login is oldest.
+const MAX_TRUSTED: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Client {
@@ -79,6 +92,8 @@ struct Strikes {
 #[derive(Debug, Default)]
 pub(crate) struct Throttle {
     clients: Mutex<HashMap<Client, Strikes>>,
+    /// Addresses with a successful login, and when it was.
+    trusted: Mutex<HashMap<Client, Instant>>,
 }
 
 /// The delay after `failures` failures in a row.
@@ -126,17 +141,38 @@ impl Throttle {
         Some(start)
     }
 
-    /// An admitted check succeeded: its advance failure is refunded, and an address back at
-    /// zero is forgotten (so honest clients do not fill the table).
-    pub(crate) fn succeeded(&self, peer: &str) {
-        let mut clients = self.lock();
+    /// An admitted check succeeded at `now`: its advance failure is refunded, an address back
+    /// at zero is forgotten (so honest clients do not fill the table), and the address is
+    /// trusted from now on.
+    pub(crate) fn succeeded(&self, peer: &str, now: Instant) {
         let client = Client::of(peer);
-        if let Some(s) = clients.get_mut(&client) {
-            s.failures = s.failures.saturating_sub(1);
-            if s.failures == 0 {
-                clients.remove(&client);
+        {
+            let mut clients = self.lock();
+            if let Some(s) = clients.get_mut(&client) {
+                s.failures = s.failures.saturating_sub(1);
+                if s.failures == 0 {
+                    clients.remove(&client);
+                }
             }
         }
+        let mut trusted = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        if !trusted.contains_key(&client) && trusted.len() >= MAX_TRUSTED {
+            trusted.retain(|_, last| now.saturating_duration_since(*last) < TRUST_FOR);
+            if trusted.len() >= MAX_TRUSTED
+                && let Some(oldest) = trusted.iter().min_by_key(|(_, l)| **l).map(|(c, _)| *c)
+            {
+                trusted.remove(&oldest);
+            }
+        }
+        trusted.insert(client, now);
+    }
+
+    /// Whether `peer` logged in successfully within [`TRUST_FOR`] before `now`.
+    pub(crate) fn trusted(&self, peer: &str, now: Instant) -> bool {
+        let trusted = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        trusted
+            .get(&Client::of(peer))
+            .is_some_and(|last| now.saturating_duration_since(*last) < TRUST_FOR)
     }
 
     /// An admitted check from `peer` failed at `now`; returns how long to wait before
@@ -271,7 +307,7 @@ mod tests {
         let now = Instant::now();
         for _ in 0..3 {
             assert_eq!(t.admit("192.0.2.1", now), Some(now));
-            t.succeeded("192.0.2.1");
+            t.succeeded("192.0.2.1", now);
         }
         assert!(t.lock().is_empty());
         // One failure, then a success: the failure still counts.
@@ -279,7 +315,7 @@ mod tests {
         t.failed("192.0.2.1", "x", start);
         let start = t.admit("192.0.2.1", now).unwrap();
         assert_eq!(start, now + FIRST_DELAY);
-        t.succeeded("192.0.2.1");
+        t.succeeded("192.0.2.1", now);
         assert_eq!(t.lock()[&Client::V4(0xC000_0201)].failures, 1);
     }
 
@@ -303,7 +339,7 @@ mod tests {
         }
         let later = now + FORGET_AFTER + MS;
         assert_eq!(t.admit("192.0.2.1", later), Some(later));
-        t.succeeded("192.0.2.1");
+        t.succeeded("192.0.2.1", later);
         assert_eq!(fail(&t, "192.0.2.1", later), FIRST_DELAY);
     }
 
@@ -320,5 +356,46 @@ mod tests {
         // The newest address is tracked; the oldest made room.
         assert!(clients.contains_key(&Client::V4(MAX_TRACKED as u32 + 99)));
         assert!(!clients.contains_key(&Client::V4(0)));
+    }
+
+    #[test]
+    fn a_successful_login_trusts_its_address_for_a_while() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        assert!(!t.trusted("192.0.2.1", now));
+        // Failures never earn trust.
+        fail(&t, "192.0.2.1", now);
+        assert!(!t.trusted("192.0.2.1", now));
+        let start = t.admit("192.0.2.1", now).unwrap();
+        t.succeeded("192.0.2.1", start);
+        assert!(t.trusted("192.0.2.1", start));
+        assert!(t.trusted("192.0.2.1", start + TRUST_FOR - MS));
+        assert!(!t.trusted("192.0.2.1", start + TRUST_FOR));
+        assert!(!t.trusted("192.0.2.2", start));
+        // IPv6: the whole /64.
+        t.succeeded("2001:db8::1", now);
+        assert!(t.trusted("2001:db8::2", now));
+    }
+
+    // Guessers from many addresses cannot push a trusted address out of its table, and the
+    // table is bounded by successful logins alone.
+    #[test]
+    fn trust_survives_guessers_and_is_bounded() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        t.succeeded("192.0.2.1", now);
+        for i in 0..(MAX_TRACKED as u32 + 100) {
+            let ip = std::net::Ipv4Addr::from(0x0A00_0000 + i).to_string();
+            fail(&t, &ip, now + i * MS);
+        }
+        assert!(t.trusted("192.0.2.1", now + MS));
+        for i in 0..(MAX_TRUSTED as u32 + 10) {
+            let ip = std::net::Ipv4Addr::from(0x0B00_0000 + i).to_string();
+            t.succeeded(&ip, now + (i + 1) * MS);
+        }
+        let trusted = t.trusted.lock().unwrap();
+        assert_eq!(trusted.len(), MAX_TRUSTED);
+        // The oldest login made room.
+        assert!(!trusted.contains_key(&Client::V4(0xC000_0201)));
     }
 }

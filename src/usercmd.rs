@@ -5,10 +5,19 @@
 //! lines the server skips included, is kept as it was. The file is replaced atomically (temp
 //! file beside it, fsync, rename, directory fsync), so a running server never reads half a
 //! file; it notices the new file by itself within 30 s (mtime reload), or at once on SIGHUP.
+//!
+//! `add` and `remove` read, change and replace the file under an exclusive advisory lock
+//! (`flock`) on a sibling file, `<file>.lock`, so two commands at the same time cannot lose
+//! one of the two changes. Not on the file itself: the rename gives the file a new inode, and
+//! a command that opened the new one would not see the lock held on the old. The lock file is
+//! empty, stays in place (deleting it would let a third command lock a fresh inode while a
+//! second still waits on the old one) and means nothing to the server, which never reads it.
+//! The password is asked and hashed before the lock is taken, so a command waiting at the
+//! password prompt holds up no other.
 
 use crate::htpasswd::{self, Hash};
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, Write};
 use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
@@ -61,8 +70,9 @@ Flags:
 NAME may contain letters, digits and @ . _ -. The password is asked twice on the terminal
 (without echo) for `add`. Other lines and comments of the file are kept; the file is
 replaced atomically with mode 0600 (group-read kept if the old file had it, and its owner
-and group when run as root). A running server picks up the change within 30 s, or at once
-on SIGHUP.
+and group when run as root). add and remove lock FILE.lock (created beside the file and left
+there) while they change the file, so concurrent commands do not lose changes. A running
+server picks up the change within 30 s, or at once on SIGHUP.
 ";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,16 +232,12 @@ pub(crate) fn run(cmd: &UserCommand) -> ExitCode {
 
 fn add(cmd: &UserCommand, name: &str) -> Result<bool, String> {
     let file = &cmd.file;
-    // Read first: a file we cannot read must not be replaced by one with a single user.
-    let text = match fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
-    };
+    // Read first: a file we cannot read must not be replaced by one with a single user, and
+    // better said before the password is asked.
+    read_or_empty(file)?;
     let password = read_password(cmd, &format!("Password for {name}: "), true)?;
     let hash = Hash::bcrypt(&password, cmd.cost)?;
     let line = format!("{name}:{}", String::from_utf8_lossy(hash.stored()));
-    let (text, replaced) = set_user(&text, name, &line);
     if let Some(dir) = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
@@ -242,6 +248,10 @@ fn add(cmd: &UserCommand, name: &str) -> Result<bool, String> {
             .create(dir)
             .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
     }
+    let _lock = lock(file)?;
+    // Again, under the lock: what another command wrote meanwhile is kept.
+    let text = read_or_empty(file)?;
+    let (text, replaced) = set_user(&text, name, &line);
     write_atomically(file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     if replaced {
         println!("changed the password of {name} in {}", file.display());
@@ -252,10 +262,22 @@ fn add(cmd: &UserCommand, name: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The file's text, or nothing if there is no file yet.
+fn read_or_empty(file: &Path) -> Result<String, String> {
+    match fs::read_to_string(file) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
 fn remove(file: &Path, name: &str) -> Result<bool, String> {
-    let text =
-        fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let Some(text) = remove_user(&text, name) else {
+    let read =
+        || fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+    // A missing file is reported as such, not as a lock file that cannot be created.
+    read()?;
+    let _lock = lock(file)?;
+    let Some(text) = remove_user(&read()?, name) else {
         eprintln!("rest-server: no user {name:?} in {}", file.display());
         return Ok(false);
     };
@@ -376,24 +398,78 @@ fn remove_user(text: &str, name: &str) -> Option<String> {
     found.then_some(out)
 }
 
-/// Replaces `path` with `text`: temp file in the same directory, fsync, rename over, fsync
-/// the directory. A symlinked htpasswd file is followed, so the link stays.
-fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
-    let target = match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path)?,
-        _ => path.to_owned(),
-    };
+/// The file that `path` names: a symlinked htpasswd file is followed (and stays a link).
+fn resolve(path: &Path) -> io::Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path),
+        _ => Ok(path.to_owned()),
+    }
+}
+
+/// The directory and file name of `target`.
+fn dir_and_name(target: &Path) -> (PathBuf, String) {
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
+    let name = target
+        .file_name()
+        .map_or("htpasswd".into(), |n| n.to_string_lossy().into_owned());
+    (dir, name)
+}
+
+/// Takes the exclusive lock that serialises the read-modify-write of `file` among `user`
+/// commands (see the top of this file): `<file>.lock` beside the file a symlink points to, so
+/// commands that name it by different paths take the same lock. Held until the returned file
+/// is dropped or the process ends (the kernel releases it even after a crash).
+fn lock(file: &Path) -> Result<File, String> {
+    let target = resolve(file).map_err(|e| format!("cannot resolve {}: {e}", file.display()))?;
+    let (dir, name) = dir_and_name(&target);
+    let path = dir.join(format!("{name}.lock"));
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .or_else(|e| match e.kind() {
+            // flock needs no write access: a lock file made by someone else will do.
+            io::ErrorKind::PermissionDenied => File::open(&path),
+            _ => Err(e),
+        });
+    let f = opened.map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+    if let Ok(m) = fs::metadata(&target) {
+        // Root editing the file of a server that runs as its own user: give it the lock file
+        // too, so that user can run `rest-server user` later. Others cannot chown: ignored.
+        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    }
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for another rest-server user command to finish with {}",
+                file.display()
+            );
+            f.lock()
+                .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()));
+        }
+    }
+    Ok(f)
+}
+
+/// Replaces `path` with `text`: temp file in the same directory, fsync, rename over, fsync
+/// the directory. A symlinked htpasswd file is followed, so the link stays.
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let target = resolve(path)?;
+    let (dir, name) = dir_and_name(&target);
     let old = fs::metadata(&target).ok();
     // 0600, keeping group-read if the old file had it (a root:restic 0640 setup stays readable
     // by the server's group).
     let mode = FILE_MODE | old.as_ref().map_or(0, |m| m.mode() & 0o040);
-    let name = target
-        .file_name()
-        .map_or("htpasswd".into(), |n| n.to_string_lossy().into_owned());
     let temp = TempFile(dir.join(format!(".{name}.tmp-{:016x}", fastrand::u64(..))));
     let mut f = OpenOptions::new()
         .write(true)

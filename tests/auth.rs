@@ -475,11 +475,208 @@ fn user_subcommand_round_trip() {
     let (_, out, _) = user_cmd(&file, &["list"], "");
     assert_eq!(out, "bob@nas\tbcrypt\n");
     // No temp files left beside it.
-    let names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+    let mut names: Vec<_> = std::fs::read_dir(file.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names, [".htpasswd"]);
+    names.sort();
+    // ... but the (empty) lock file of add and remove stays.
+    assert_eq!(names, [".htpasswd", ".htpasswd.lock"]);
+}
+
+// Issue 4: concurrent `user add` commands read, change and replace the file under a lock, so
+// none of them loses another's change (without it, 16 at once kept about 5 users here).
+#[test]
+fn concurrent_user_adds_lose_nothing() {
+    let dir = TempDir::new("usercmd-race");
+    let file = dir.path().join(".htpasswd");
+    std::fs::write(&file, "# kept\n").unwrap();
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            let mut child = Command::new(BIN)
+                .args(["user", "add", &format!("user{i}"), "--password-stdin"])
+                .args(["--cost", "4", "--htpasswd-file", file.to_str().unwrap()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (i, child.stdin.take().unwrap(), child)
+        })
+        .collect();
+    // All started before any gets its password, so they run as much at once as they can.
+    let children: Vec<_> = children
+        .into_iter()
+        .map(|(i, mut stdin, child)| {
+            stdin.write_all(format!("pw-{i}\n").as_bytes()).unwrap();
+            (i, child)
+        })
+        .collect();
+    for (i, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "user{i}: {out:?}");
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("# kept\n"), "{text}");
+    for i in 0..16 {
+        assert_eq!(
+            text.matches(&format!("\nuser{i}:$2")).count(),
+            1,
+            "user{i}:\n{text}"
+        );
+    }
+    assert_eq!(text.lines().count(), 17, "{text}");
+    let (code, out, _) = user_cmd(&file, &["check", "user7", "--password-stdin"], "pw-7\n");
+    assert_eq!(code, 0, "{out}");
+    let lock = dir.path().join(".htpasswd.lock");
+    assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0);
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+// The lock file sits beside the default htpasswd file in the data directory: to the server it
+// is nothing (no user, no repo); a path through it is 404 like any missing repo.
+#[test]
+fn the_lock_file_means_nothing_to_the_server() {
+    let (dir, file) = dir_with_htpasswd("lockfile", "");
+    let (code, out, err) = user_cmd(
+        &file,
+        &["add", "alice", "--password-stdin", "--cost", "4"],
+        "a-pw\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(file.with_file_name(".htpasswd.lock").exists());
+    let s = Server::start_in(dir, &[]);
+    s.wait_log("(1 users)", 5);
+    assert_eq!(create_as(&s, "alice/", "alice", "a-pw"), 200);
+    for path in [
+        "/.htpasswd.lock/config",
+        "/.htpasswd.lock/keys/",
+        "/.htpasswd/config",
+    ] {
+        let r = s.req("GET", path).basic("alice", "a-pw").send();
+        assert_eq!(r.status, 404, "GET {path}");
+    }
+    assert!(!s.log_text().contains("ERROR"), "{}", s.log_text());
+}
+
+/// Sends `GET /<user>/config` as `user` from source address `ip` (a loopback address other
+/// than 127.0.0.1: a client of its own for the back-off) on a new connection.
+fn get_config_from(addr: &str, ip: [u8; 4], user: &str, password: &str) -> Resp {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let to: std::net::SocketAddr = addr.parse().unwrap();
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    sock.bind(&SockAddr::from(std::net::SocketAddr::from((ip, 0))))
+        .unwrap();
+    sock.connect(&SockAddr::from(to)).unwrap();
+    let mut stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let auth = b64(format!("{user}:{password}").as_bytes());
+    let req =
+        format!("GET /{user}/config HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {auth}\r\n\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    read_response(&mut BufReader::new(stream), "GET")
+}
+
+// Issue 4 cost control: wrong passwords from 100 addresses at once (one guess each, so the
+// per-address back-off never applies). The flood budget checks a few and refuses the rest
+// unchecked with 429 at once; a client already logged in keeps getting its 200s throughout,
+// and a new client that retries on 429 (as restic does) gets in. Counts, not speed.
+#[test]
+fn a_login_flood_from_many_addresses_spares_logged_in_clients() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Cost 10, the default: each wrong guess is a real hash of 50+ ms, so 100 of them are far
+    // beyond the budget on any machine.
+    let alice = htpasswd_line(&["-B", "-C", "10"], "alice", "a-pw");
+    let bob = htpasswd_line(&["-B", "-C", "10"], "bob", "b-pw");
+    let (s, _) = start_with("flood", &format!("{alice}\n{bob}\n"), &[]);
+    assert_eq!(create_as(&s, "alice/", "alice", "a-pw"), 200);
+    // The logged-in client: one keep-alive connection, credentials now in the cache.
+    let mut client = BufReader::new(s.connect());
+    let remaining = Arc::new(AtomicUsize::new(100));
+    let attackers: Vec<_> = (0..100)
+        .map(|i| {
+            let (addr, remaining) = (s.addr.clone(), remaining.clone());
+            std::thread::spawn(move || {
+                let r = get_config_from(
+                    &addr,
+                    [127, 0, 1, i as u8 + 1],
+                    "alice",
+                    &format!("guess-{i}"),
+                );
+                remaining.fetch_sub(1, Ordering::SeqCst);
+                r
+            })
+        })
+        .collect();
+    // A new client (new address, a user not logged in yet) arrives during the flood and,
+    // like restic, retries after a 429: it gets in.
+    let addr = s.addr.clone();
+    let newcomer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = get_config_from(&addr, [127, 0, 2, 1], "bob", "b-pw");
+            if r.status != 429 || t.elapsed() > Duration::from_secs(120) {
+                return (tries, r.status);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let (mut during, mut n) = (0, 0u64);
+    while remaining.load(Ordering::SeqCst) > 0 {
+        let body = random_bytes(4096, n);
+        let req = s
+            .req("POST", &format!("/alice/data/{}", sha256_hex(&body)))
+            .basic("alice", "a-pw")
+            .body(&body)
+            .bytes();
+        let r = exchange(&mut client, &req, "POST");
+        assert_eq!(r.status, 200, "upload {n} during the flood");
+        let req = s
+            .req("HEAD", "/alice/config")
+            .basic("alice", "a-pw")
+            .bytes();
+        assert_eq!(exchange(&mut client, &req, "HEAD").status, 404);
+        n += 1;
+        if remaining.load(Ordering::SeqCst) > 0 {
+            during += 1;
+        }
+    }
+    let answers: Vec<Resp> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+    let count = |st: u16| answers.iter().filter(|r| r.status == st).count();
+    let (refused, unchecked) = (count(401), count(429));
+    assert_eq!(
+        refused + unchecked,
+        100,
+        "statuses: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(refused >= 1, "some were checked");
+    assert!(unchecked >= 50, "only {unchecked} refused unchecked");
+    for r in &answers {
+        match r.status {
+            401 => assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"restic\"")),
+            _ => assert_eq!(r.header("retry-after"), Some("10")),
+        }
+    }
+    assert!(
+        during >= 1,
+        "the logged-in client was served while the flood went on"
+    );
+    let log = s.log_text();
+    assert_eq!(log.matches("many failed logins").count(), 1, "{log}");
+    let (tries, last) = newcomer.join().unwrap();
+    assert_eq!(last, 404, "the new client never got in ({tries} tries)");
+    // The logged-in client's uploads are all there.
+    let mut stored = 0;
+    walk(&s.data.join("alice").join("data"), &mut |_| stored += 1);
+    assert_eq!(stored, n, "{stored} files for {n} uploads");
 }
 
 #[test]
