@@ -22,19 +22,16 @@
 use crate::budget::{self, Admission, Budget};
 use crate::htpasswd::{self, Hash, Users};
 use crate::throttle::{self, Throttle};
+use crate::watch::{Load, Watched};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How long a verified user:password pair is trusted without running bcrypt again.
 const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(60);
-
-/// How often the htpasswd file's mtime and size are looked at for changes.
-const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Cache entries beyond this trigger a sweep of the expired ones (one entry per user and
 /// password in use, so it stays tiny unless a password changes often).
@@ -54,16 +51,10 @@ pub(crate) enum Verdict {
     Busy,
 }
 
-/// What identifies a version of the file on disk: mtime, size and inode (an atomic replace
-/// by `rest-server user` or an editor gives a new inode even within one mtime tick).
-type Stamp = Option<(SystemTime, u64, u64)>;
-
 #[derive(Debug)]
 pub(crate) struct Auth {
-    path: PathBuf,
-    users: RwLock<Arc<Users>>,
-    /// When the file was last looked at, and what it looked like then.
-    checked: Mutex<(Instant, Stamp)>,
+    /// The htpasswd file, re-read when it changes (`watch.rs`).
+    users: Watched<Users>,
     /// Verified pairs: salted key -> expiry.
     cache: Mutex<HashMap<[u8; 32], Instant>>,
     salt: [u8; 16],
@@ -77,10 +68,9 @@ pub(crate) struct Auth {
 impl Auth {
     /// Loads the htpasswd file at start-up. The error names the file and what to do.
     pub(crate) fn load(path: &Path) -> Result<Auth, String> {
-        let (users, stamp) = read_users(path).map_err(|e| {
+        let users = Watched::open(path).map_err(|e| {
             format!(
-                "cannot read htpasswd file {}: {e} (create it with `htpasswd -B -c {} USER`, or start with --no-auth)",
-                path.display(),
+                "{e} (create it with `htpasswd -B -c {} USER`, or start with --no-auth)",
                 path.display()
             )
         })?;
@@ -89,9 +79,7 @@ impl Auth {
         // per-address back-off cannot stop, still leaves half the CPU to transfers.
         let slow_slots = (cores / 2).max(1);
         Ok(Auth {
-            path: path.to_owned(),
-            users: RwLock::new(Arc::new(users)),
-            checked: Mutex::new((Instant::now(), stamp)),
+            users,
             cache: Mutex::new(HashMap::new()),
             salt: random_salt(),
             slow_slots: smol::lock::Semaphore::new(slow_slots),
@@ -101,59 +89,17 @@ impl Auth {
     }
 
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.users.path()
     }
 
     pub(crate) fn user_count(&self) -> usize {
-        self.users().len()
-    }
-
-    fn users(&self) -> Arc<Users> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.users.get().len()
     }
 
     /// Re-reads the file (SIGHUP). A file that cannot be read keeps the users we have, and
     /// says why.
     pub(crate) fn reload(&self) {
-        self.install(read_users(&self.path));
-    }
-
-    fn install(&self, loaded: std::io::Result<(Users, Stamp)>) {
-        match loaded {
-            Ok((users, stamp)) => {
-                log::info!("reloaded {}: {} users", self.path.display(), users.len());
-                *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
-                *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), stamp);
-            }
-            Err(e) => log::error!(
-                "cannot reload htpasswd file {}: {e}; keeping the previous users",
-                self.path.display()
-            ),
-        }
-    }
-
-    /// Reloads if the file changed, looking at most every [`RELOAD_CHECK_INTERVAL`]. A change
-    /// that cannot be read is reported once, not every interval (SIGHUP retries).
-    async fn reload_if_changed(&self) {
-        let known = {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-            if checked.0.elapsed() < RELOAD_CHECK_INTERVAL {
-                return;
-            }
-            checked.0 = Instant::now();
-            checked.1
-        };
-        let path = self.path.clone();
-        let now = smol::unblock(move || stamp(&path)).await;
-        if now == known {
-            return;
-        }
-        let path = self.path.clone();
-        let loaded = smol::unblock(move || read_users(&path)).await;
-        if loaded.is_err() {
-            self.checked.lock().unwrap_or_else(|e| e.into_inner()).1 = now;
-        }
-        self.install(loaded);
+        self.users.reload();
     }
 
     /// Checks a user:password pair from client address `peer`. A pair verified within
@@ -162,10 +108,10 @@ impl Auth {
     /// budget (see `budget.rs`); a failure is answered after a delay that grows with the
     /// address's failures in a row.
     pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> Verdict {
-        self.reload_if_changed().await;
+        self.users.reload_if_changed().await;
         // Hold this version of the users for the whole check: a reload meanwhile does not
         // change which stored hash this answer (and its cache entry) is about.
-        let users = self.users();
+        let users = self.users.get();
         let hash = users.get(user);
         let key = hash.map(|h| self.cache_key(user, password, h));
         if let Some(key) = &key
@@ -282,19 +228,22 @@ async fn wait_for(admission: Admission) -> Option<Duration> {
     }
 }
 
-fn stamp(path: &Path) -> Stamp {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
-}
+impl Load for Users {
+    const WHAT: &'static str = "htpasswd file";
 
-fn read_users(path: &Path) -> std::io::Result<(Users, Stamp)> {
-    let stamp = stamp(path);
-    let text = std::fs::read_to_string(path)?;
-    let (users, warnings) = htpasswd::parse(&text);
-    for w in warnings {
-        log::warn!("{}: {w}", path.display());
+    /// Lines the server skips are logged as warnings, naming the file.
+    fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        let (users, warnings) = htpasswd::parse(&text);
+        for w in warnings {
+            log::warn!("{}: {w}", path.display());
+        }
+        Ok(users)
     }
-    Ok((users, stamp))
+
+    fn summary(&self) -> String {
+        format!("{} users", self.len())
+    }
 }
 
 /// A per-process salt for cache keys, from the kernel's CSPRNG.
@@ -311,7 +260,7 @@ fn random_salt() -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn auth_with(text: &str) -> (Auth, PathBuf) {
+    fn auth_with(text: &str) -> (Auth, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!(
             "rest-server-auth-unit-{}-{}",
             std::process::id(),

@@ -38,7 +38,7 @@ pub(crate) struct Watched<T> {
 }
 
 impl<T: Load> Watched<T> {
-    /// Loads the file at start-up; the error names the file.
+    /// Loads the file at start-up; the error names the file ("htpasswd file F: ...").
     pub(crate) fn open(path: &Path) -> Result<Watched<T>, String> {
         let (loaded, stamp) = read::<T>(path)?;
         Ok(Watched {
@@ -102,7 +102,7 @@ impl<T: Load> Watched<T> {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
                 *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), stamp);
             }
-            Err(e) => log::error!("{e}; keeping the previous version"),
+            Err(e) => log::error!("cannot reload {e}; keeping the previous version"),
         }
     }
 }

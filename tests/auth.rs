@@ -213,14 +213,14 @@ fn failed_reload_keeps_the_old_users() {
     let (s, file) = start_with("failreload", &format!("{alice}\n"), &[]);
     std::fs::remove_file(&file).unwrap();
     s.signal("HUP");
-    s.wait_log("keeping the previous users", 5);
+    s.wait_log("keeping the previous version", 5);
     // Not from the cache: alice never logged in before.
     assert_eq!(probe(&s, "alice", "a-pw"), 404);
     // A directory in its place cannot be read either.
     std::fs::create_dir(&file).unwrap();
     s.signal("HUP");
     let t = Instant::now();
-    while s.log_text().matches("keeping the previous users").count() < 2 {
+    while s.log_text().matches("keeping the previous version").count() < 2 {
         assert!(t.elapsed() < Duration::from_secs(5), "{}", s.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -774,7 +774,7 @@ fn no_secret_in_any_log_line() {
     s.wait_log("reloaded", 5);
     std::fs::remove_file(&file).unwrap();
     s.signal("HUP");
-    s.wait_log("keeping the previous users", 5);
+    s.wait_log("keeping the previous version", 5);
     assert_eq!(probe(&s, "bc", "Pw-bcrypt-1"), 404);
     let t = Instant::now();
     while !std::fs::read_to_string(&access)
