@@ -38,9 +38,10 @@ pub(crate) struct Watched<T> {
 }
 
 impl<T: Load> Watched<T> {
-    /// Loads the file at start-up; the error names the file ("htpasswd file F: ...").
+    /// Loads the file at start-up; the error names the file ("cannot load htpasswd file F: ...").
     pub(crate) fn open(path: &Path) -> Result<Watched<T>, String> {
-        let (loaded, stamp) = read::<T>(path)?;
+        let (loaded, stamp) = read::<T>(path)
+            .map_err(|e| format!("cannot load {} {}: {e}", T::WHAT, path.display()))?;
         Ok(Watched {
             path: path.to_owned(),
             current: RwLock::new(Arc::new(loaded)),
@@ -102,7 +103,11 @@ impl<T: Load> Watched<T> {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
                 *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), stamp);
             }
-            Err(e) => log::error!("cannot reload {e}; keeping the previous version"),
+            Err(e) => log::error!(
+                "cannot reload {} {}: {e}; keeping the previous version",
+                T::WHAT,
+                self.path.display()
+            ),
         }
     }
 }
@@ -110,8 +115,7 @@ impl<T: Load> Watched<T> {
 /// The stamp is taken before the read: a change during the read is seen by the next check.
 fn read<T: Load>(path: &Path) -> Result<(T, Stamp), String> {
     let stamp = stamp(path);
-    let loaded = T::load(path).map_err(|e| format!("{} {}: {e}", T::WHAT, path.display()))?;
-    Ok((loaded, stamp))
+    Ok((T::load(path)?, stamp))
 }
 
 fn stamp(path: &Path) -> Stamp {
@@ -156,6 +160,6 @@ mod tests {
         w.reload();
         assert_eq!(w.get().0, 2, "a vanished file keeps the previous one");
         let err = Watched::<Lines>::open(&path).unwrap_err();
-        assert!(err.starts_with("test file "), "{err}");
+        assert!(err.starts_with("cannot load test file "), "{err}");
     }
 }
