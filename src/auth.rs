@@ -132,8 +132,9 @@ impl Auth {
         }
         let checked = match hash {
             Some(hash) => self.check(hash, password, peer).await,
-            // An unknown user costs no hash, but is throttled and answered like a wrong password.
-            None => Some(false),
+            // An unknown user costs no hash, but is throttled and answered like a wrong
+            // password, and goes the same way through the flood budget.
+            None => self.pretend(&users, peer).await,
         };
         // Refused by the flood budget: answered at once, so refusals cannot pile up. The
         // address's advance failure stays counted: a guesser hammering us gains nothing, and
@@ -195,6 +196,22 @@ impl Auth {
         drop(slot);
         self.budget().finish(Instant::now(), reserved, took, ok);
         Some(ok)
+    }
+
+    /// An unknown user during a flood: no hash to run, but the same way through the flood
+    /// budget as a known user's slow check (if the file has slow hashes), so a 429 does not
+    /// tell which names exist. Always "wrong" when it gets through.
+    async fn pretend(&self, users: &Users, peer: &str) -> Option<bool> {
+        let now = Instant::now();
+        if !users.values().any(Hash::is_slow) || self.throttle.trusted(peer, now) {
+            return Some(false);
+        }
+        let admission = self.budget().admit(now);
+        let reserved = wait_for(admission).await?;
+        // Nothing was hashed: the reservation goes back and no debt is added.
+        self.budget()
+            .finish(Instant::now(), reserved, Duration::ZERO, false);
+        Some(false)
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
@@ -285,6 +302,33 @@ mod tests {
             std::fs::write(&path, "# nobody\n").unwrap();
             auth.reload();
             assert_ne!(auth.verify("bob", "secret", "192.0.2.3").await, ok);
+        });
+        let _ = std::fs::remove_file(path);
+    }
+
+    // During a flood, an unknown name is refused like a known one (429), so the status
+    // cannot be used to find out which users exist.
+    #[test]
+    fn unknown_and_known_users_look_alike_during_a_flood() {
+        let bcrypt = Hash::bcrypt("secret", 4).unwrap();
+        let line = format!("bob:{}\n", String::from_utf8_lossy(bcrypt.stored()));
+        let (auth, path) = auth_with(&line);
+        // 30 s of wrong-password hashing just happened: far beyond what may wait.
+        auth.budget().finish(
+            Instant::now(),
+            Duration::ZERO,
+            Duration::from_secs(30),
+            false,
+        );
+        smol::block_on(async {
+            assert_eq!(
+                auth.verify("bob", "guess", "192.0.2.7").await,
+                Verdict::Busy
+            );
+            assert_eq!(
+                auth.verify("nobody", "guess", "192.0.2.8").await,
+                Verdict::Busy
+            );
         });
         let _ = std::fs::remove_file(path);
     }
