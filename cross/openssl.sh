@@ -17,8 +17,8 @@
 # abort). BENCHMARKS.md "Binary size" has the measurements.
 #
 # Cached per target and per build recipe in $CARGO_TARGET_DIR/openssl/<triple>/<key>/, where
-# the key hashes this script's code (not its comments), the OpenSSL source, zig's version and
-# the C flags: a second run with the same recipe prints the directory at once (and cargo,
+# the key hashes this script's code (not its comments), the OpenSSL source's path and
+# version, zig's version and the C flags: a second run with the same recipe prints the directory at once (and cargo,
 # seeing the same directory, rebuilds nothing). A changed recipe builds anew in a new
 # directory, which makes cargo rebuild openssl-sys; old directories can be deleted by hand.
 #
@@ -53,8 +53,9 @@ options=(
     # Protocols and protocol extras a restic server never speaks: QUIC, DTLS (and datagram
     # BIOs, SCTP), TLS 1.0/1.1 (the minimum is 1.2), SRP, PSK suites, SRTP, NPN, certificate
     # transparency, OCSP stapling and the HTTP client it needs, CMP, CMS, timestamps,
-    # RFC 3779 extensions, the ssl-trace printer, the console UI for passphrases, TCP fast
-    # open, integrity-only TLS 1.3 suites, deprecated TLS curves.
+    # RFC 3779 extensions, the ssl-trace printer, the console UI (OpenSSL's own passphrase
+    # prompt: an encrypted key is refused at once instead), TCP fast open, integrity-only
+    # TLS 1.3 suites, deprecated TLS curves.
     no-quic no-dtls no-dgram no-sctp no-tls1 no-tls1-method no-tls1_1 no-tls1_1-method
     no-srp no-psk no-srtp no-nextprotoneg no-ct no-ocsp no-http no-cmp no-cms no-ts
     no-rfc3779 no-ssl-trace no-ui-console no-tfo no-integrity-only-ciphers
