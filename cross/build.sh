@@ -4,6 +4,7 @@
 #   cross/build.sh                      # all four targets, with and without TLS
 #   cross/build.sh aarch64 x86_64       # some targets (short names or full triples)
 #   cross/build.sh --variant notls armv6
+#   cross/build.sh --openssl vendored aarch64   # OpenSSL as openssl-src builds it (fallback)
 #
 # Targets (short name = Rust triple; the machines they are for):
 #   aarch64 = aarch64-unknown-linux-musl        Pi 3/4/5 with a 64-bit OS, most NAS, newer ARM routers
@@ -11,10 +12,18 @@
 #   armv6   = arm-unknown-linux-musleabihf      ARMv6 + VFP: Pi Zero/1 (and so every 32-bit Pi)
 #   x86_64  = x86_64-unknown-linux-musl         PCs, x86 NAS and routers
 #
-# Variants: "tls" is `--features vendored` (TLS with OpenSSL compiled in: a static binary
-# cannot use the system's libssl); "notls" is `--no-default-features`, for routers with
-# little flash or TLS terminated elsewhere. Both use the `dist` cargo profile (release with
-# opt-level "z", see Cargo.toml).
+# Variants: "tls" has OpenSSL compiled in (a static binary cannot use the system's libssl);
+# "notls" is `--no-default-features`, for routers with little flash or TLS terminated
+# elsewhere. Both use the `dist` cargo profile (release with opt-level "z", see Cargo.toml).
+#
+# OpenSSL for "tls": by default the small one of cross/openssl.sh (built once per target and
+# cached in the target dir, from the source of the openssl-src crate in Cargo.lock, with
+# everything a TLS server of ours does not use configured out), linked through openssl-sys's
+# <TRIPLE>_OPENSSL_DIR and <TRIPLE>_OPENSSL_STATIC=1. `--openssl vendored` builds with
+# `--features vendored` instead: openssl-src's default configuration, 1.3 MB bigger on
+# aarch64 and over its 4.5 MiB budget; the fallback should the small recipe ever fail.
+# Both compile OpenSSL with C_OPT_FLAGS and without unwind tables (C code never unwinds
+# here and Rust panics abort: 0.42 MB of .eh_frame on aarch64).
 #
 # Output: dist/bin/<triple>/<variant>/rest-server (override with --out DIR), plus a size table.
 #
@@ -31,7 +40,7 @@
 # Environment:
 #   CARGO_TARGET_DIR   honoured as usual (default: ./target)
 #   OPT_LEVEL          override the dist profile's opt-level (size measurements)
-#   C_OPT_FLAGS        flags for C code built by cc (vendored OpenSSL); default "-Os"
+#   C_OPT_FLAGS        optimization flags for OpenSSL's C code (default "-Os")
 #   ZIGLANG_VERSION, CARGO_ZIGBUILD_VERSION   the pip versions to install (the tested ones)
 set -euo pipefail
 
@@ -39,7 +48,7 @@ cd "$(dirname "$0")/.."
 
 ZIGLANG_VERSION=${ZIGLANG_VERSION:-0.17.1}
 CARGO_ZIGBUILD_VERSION=${CARGO_ZIGBUILD_VERSION:-0.24.0}
-C_OPT_FLAGS=${C_OPT_FLAGS:--Os}
+export C_OPT_FLAGS=${C_OPT_FLAGS:--Os}
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -67,6 +76,7 @@ uses_build_std() {
 }
 
 variants="tls notls"
+openssl=small
 out=dist/bin
 setup=1
 prebuilt_std=0
@@ -82,6 +92,13 @@ while [ $# -gt 0 ]; do
             esac
             shift 2 ;;
         --variant=*) set -- --variant "${1#--variant=}" "${@:2}" ;;
+        --openssl) [ $# -ge 2 ] || die "--openssl needs small or vendored"
+            case "$2" in
+                small | vendored) openssl=$2 ;;
+                *) die "--openssl needs small or vendored" ;;
+            esac
+            shift 2 ;;
+        --openssl=*) set -- --openssl "${1#--openssl=}" "${@:2}" ;;
         --out) [ $# -ge 2 ] || die "--out needs a directory"; out=$2; shift 2 ;;
         --no-setup) setup=0; shift ;;
         --prebuilt-std) prebuilt_std=1; shift ;;
@@ -124,14 +141,26 @@ target_dir=${CARGO_TARGET_DIR:-target}
 
 summary=()
 for t in "${targets[@]}"; do
-    # cc (and so openssl-src) reads CFLAGS_<triple with underscores>; the later -Os wins over
-    # cc's own -O flag. Harmless when nothing is written in C.
-    export "CFLAGS_${t//-/_}=$C_OPT_FLAGS"
+    # cc (and so openssl-src, for --openssl vendored) reads CFLAGS_<triple with underscores>;
+    # the later -Os wins over cc's own -O flag. Harmless when nothing is written in C.
+    # (cross/openssl.sh reads C_OPT_FLAGS itself.)
+    export "CFLAGS_${t//-/_}=$C_OPT_FLAGS -fno-asynchronous-unwind-tables -fno-unwind-tables"
     for v in $variants; do
         args=(zigbuild --profile dist --locked --target "$t")
-        if [ "$v" = notls ]; then args+=(--no-default-features); else args+=(--features vendored); fi
         echo "==> $t ($v)" >&2
         start=$(date +%s)
+        if [ "$v" = notls ]; then
+            args+=(--no-default-features)
+        elif [ "$openssl" = vendored ]; then
+            args+=(--features vendored)
+        else
+            # openssl-sys reads these (target-prefixed, so host builds are unaffected); a new
+            # OpenSSL recipe has a new directory, which makes cargo rebuild openssl-sys.
+            ssl_dir=$(cross/openssl.sh "$t")
+            prefix=$(tr 'a-z-' 'A-Z_' <<<"$t")
+            export "${prefix}_OPENSSL_DIR=$ssl_dir" "${prefix}_OPENSSL_STATIC=1"
+            args+=(--features tls)
+        fi
         if uses_build_std "$t"; then
             # link-self-contained=no for these targets lives in .cargo/config.toml, so it also
             # applies to a plain `cargo zigbuild` run by hand. RUSTFLAGS would override it.

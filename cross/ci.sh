@@ -1,9 +1,10 @@
 #!/bin/bash
 # CI for the cross builds and packages (issue 9), for .ci/run to call on a fresh Debian 12
 # machine as root. Two clean builds dominate the time (see BENCHMARKS.md "Build times"):
-#   1. static builds: aarch64 with TLS (vendored OpenSSL), x86_64 without TLS (the packages
-#      tests install it; no second OpenSSL build)
-#   2. restic round trips against the aarch64 binary under qemu, over HTTP and HTTPS
+#   1. static builds: aarch64 with TLS (the small OpenSSL of cross/openssl.sh), x86_64
+#      without TLS (the packages tests install it; no second OpenSSL build)
+#   2. restic round trips against the aarch64 binary under qemu, over HTTP and HTTPS, and
+#      every TLS suite with an ECDSA and an RSA certificate (`openssl s_client`)
 #   3. package tests (packaging/test.sh), which prints "N passed, N failed"
 set -euo pipefail
 
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
-    for p in qemu-user-static restic curl file shellcheck busybox; do
+    # make and perl build OpenSSL; openssl is the TLS check's client.
+    for p in qemu-user-static restic curl openssl make perl file shellcheck busybox; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then

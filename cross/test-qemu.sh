@@ -11,7 +11,9 @@
 #
 # Options: --build (run cross/build.sh for the target first), --variant tls|notls (which build
 # under dist/bin to test; default tls; the tls build also runs the round trip over HTTPS with
-# a certificate the server generates), --binary PATH (test this file; one target only),
+# a certificate the server generates, and the TLS check below), --binary PATH (test this file;
+# one target only), --openssl small|vendored (which OpenSSL --build and --cargo-test link,
+# see cross/build.sh; default small),
 # --cargo-test (instead of the round trip: build the unit and integration tests for the
 # target and run them under qemu, so ARM-only bugs (alignment, atomics, the SHA2 instruction
 # path) show up; once per release at least). Tests that start the server binary need the
@@ -25,7 +27,12 @@
 #   armv6:   arm1176 (Pi Zero/1): an ARMv7 binary dies here, which proves the pin works
 # Override with QEMU_CPU. x86_64 runs natively.
 #
-# Needs: qemu-user-static and restic (apt-get install qemu-user-static restic), curl.
+# TLS check (tls variant): the small OpenSSL of cross/openssl.sh has much configured out, so
+# `openssl s_client` (the host's) must negotiate each suite the server offers, over TLS 1.2
+# and 1.3, with the generated ECDSA certificate and with an RSA one, key exchange X25519 and
+# P-256; TLS 1.1 must be refused.
+#
+# Needs: qemu-user-static and restic (apt-get install qemu-user-static restic), curl, openssl.
 # Network: 127.0.0.1 only, on a port the kernel picks. Takes about a minute per target.
 set -euo pipefail
 
@@ -41,6 +48,7 @@ die() {
 
 build=0
 cargo_test=0
+openssl=small
 variant=tls
 binary=
 targets=()
@@ -51,6 +59,7 @@ while [ $# -gt 0 ]; do
         --cargo-test) cargo_test=1; shift ;;
         --variant) [ $# -ge 2 ] || die "--variant needs tls or notls"; variant=$2; shift 2 ;;
         --binary) [ $# -ge 2 ] || die "--binary needs a path"; binary=$2; shift 2 ;;
+        --openssl) [ $# -ge 2 ] || die "--openssl needs small or vendored"; openssl=$2; shift 2 ;;
         -*) echo "cross/test-qemu.sh: unknown option '$1'" >&2; exit 2 ;;
         *) targets+=("$(triple_of "$1")"); shift ;;
     esac
@@ -58,9 +67,11 @@ done
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-musl)
 [ -z "$binary" ] || [ ${#targets[@]} = 1 ] || die "--binary takes exactly one target"
 case "$variant" in tls | notls) ;; *) die "--variant needs tls or notls" ;; esac
+case "$openssl" in small | vendored) ;; *) die "--openssl needs small or vendored" ;; esac
 
 command -v restic >/dev/null || die "restic not found (apt-get install restic)"
 command -v curl >/dev/null || die "curl not found (apt-get install curl)"
+command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
 
 work=$(mktemp -d)
 server_pid=
@@ -93,7 +104,7 @@ run_target() {
     local t=$1 bin qemu=() cpu
     bin=${binary:-dist/bin/$t/$variant/rest-server}
     if [ "$build" = 1 ]; then
-        cross/build.sh --variant "$variant" "$t"
+        cross/build.sh --variant "$variant" --openssl "$openssl" "$t"
     fi
     [ -x "$bin" ] || die "$bin missing: run cross/build.sh --variant $variant $t (or pass --build)"
 
@@ -126,12 +137,39 @@ run_target() {
     echo "version: $version" >&2
 
     round_trip "$t" "$bin" http
-    # The TLS build once more over HTTPS: vendored OpenSSL on the target CPU, a certificate
-    # the server generates, restic trusting exactly that certificate.
+    # The TLS build once more over HTTPS: its OpenSSL on the target CPU, a certificate the
+    # server generates, restic trusting exactly that certificate; then every suite.
     # (With --binary, pass --variant notls for a TLS-free binary.)
     if [ "$variant" = tls ]; then
         round_trip "$t" "$bin" https
+        tls_check "$t" "$bin"
     fi
+}
+
+# start_server DIR ARGS...: runs the binary ($bin) under qemu with --listen on a free port,
+# logging to DIR/server.log; sets server_pid and port.
+start_server() {
+    local d=$1 _
+    shift
+    "${qemu[@]}" "$bin" --listen 127.0.0.1:0 "$@" 2>"$d/server.log" &
+    server_pid=$!
+    port=''
+    for _ in $(seq 1 300); do
+        port=$(sed -n 's/.*start server on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$d/server.log")
+        [ -n "$port" ] && break
+        kill -0 "$server_pid" 2>/dev/null || { cat "$d/server.log" >&2; die "server died"; }
+        sleep 0.1
+    done
+    [ -n "$port" ] || { cat "$d/server.log" >&2; die "server did not start in 30 s"; }
+}
+
+# stop_server DIR: SIGTERM, which must be a graceful shutdown with exit status 0.
+stop_server() {
+    local d=$1 rc=0
+    kill -TERM "$server_pid"
+    wait "$server_pid" || rc=$?
+    server_pid=
+    [ "$rc" = 0 ] || { cat "$d/server.log" >&2; die "server exited $rc after SIGTERM"; }
 }
 
 # round_trip TARGET BINARY http|https: start the server under qemu, run restic against it.
@@ -146,17 +184,8 @@ round_trip() {
         cacert=(--cacert "$d/cert.pem")
     fi
 
-    "${qemu[@]}" "$bin" --path "$d/data" --listen 127.0.0.1:0 --no-auth "${tls[@]}" \
-        2>"$d/server.log" &
-    server_pid=$!
-    local port='' _
-    for _ in $(seq 1 300); do
-        port=$(sed -n 's/.*start server on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$d/server.log")
-        [ -n "$port" ] && break
-        kill -0 "$server_pid" 2>/dev/null || { cat "$d/server.log" >&2; die "server died"; }
-        sleep 0.1
-    done
-    [ -n "$port" ] || { cat "$d/server.log" >&2; die "server did not start in 30 s"; }
+    local port
+    start_server "$d" --path "$d/data" --no-auth "${tls[@]}"
 
     # A repository two levels down exercises the sub-repository routing as well.
     export RESTIC_REPOSITORY="rest:$scheme://127.0.0.1:$port/ci/$t/"
@@ -186,12 +215,65 @@ round_trip() {
     if find "$d/data" -name '*temp*' | grep -q .; then die "temp files left behind"; fi
 
     # SIGTERM: graceful shutdown, exit 0.
-    kill -TERM "$server_pid"
-    local rc=0
-    wait "$server_pid" || rc=$?
-    server_pid=
-    [ "$rc" = 0 ] || { cat "$d/server.log" >&2; die "server exited $rc after SIGTERM"; }
+    stop_server "$d"
     echo "==> $t ($variant): restic round trip over $scheme OK" >&2
+    rm -rf "$d"
+}
+
+# handshake PORT ARGS...: one `openssl s_client` handshake; prints "TLSv1.x SUITE" (or
+# nothing when it failed) and the server's temporary key ("X25519, 253 bits").
+handshake() {
+    local port=$1 out
+    shift
+    out=$(timeout 60 openssl s_client -connect "127.0.0.1:$port" "$@" </dev/null 2>&1) || true
+    sed -n 's/^New, \(TLSv1\.[23]\), Cipher is \(.*\)$/\1 \2/p' <<<"$out"
+    sed -n 's/^Server Temp Key: //p' <<<"$out"
+}
+
+# tls_check TARGET BINARY: each suite the server offers, with an ECDSA certificate (the
+# generated one) and an RSA one (made here by the host's openssl), over TLS 1.2 and 1.3, key
+# exchange X25519 and P-256; TLS 1.1 refused.
+tls_check() {
+    local t=$1 bin=$2 kind c got port n=0
+    local d="$work/$t-tls"
+    mkdir -p "$d/data"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$d/rsa.key" -out "$d/rsa.crt" 2>/dev/null
+    for kind in ECDSA RSA; do
+        if [ "$kind" = ECDSA ]; then
+            start_server "$d" --path "$d/data" --no-auth --tls --tls-generate-cert \
+                --tls-cert "$d/ec.crt" --tls-key "$d/ec.key"
+        else
+            start_server "$d" --path "$d/data" --no-auth --tls \
+                --tls-cert "$d/rsa.crt" --tls-key "$d/rsa.key"
+        fi
+        for c in "ECDHE-$kind-AES128-GCM-SHA256" "ECDHE-$kind-AES256-GCM-SHA384" \
+            "ECDHE-$kind-CHACHA20-POLY1305"; do
+            got=$(handshake "$port" -tls1_2 -cipher "$c" | sed -n 1p)
+            [ "$got" = "TLSv1.2 $c" ] || die "$kind certificate, TLS 1.2 $c: got '$got'"
+            n=$((n + 1))
+        done
+        for c in TLS_AES_128_GCM_SHA256 TLS_AES_256_GCM_SHA384 TLS_CHACHA20_POLY1305_SHA256; do
+            got=$(handshake "$port" -tls1_3 -ciphersuites "$c" | sed -n 1p)
+            [ "$got" = "TLSv1.3 $c" ] || die "$kind certificate, TLS 1.3 $c: got '$got'"
+            n=$((n + 1))
+        done
+        for c in X25519:X25519 P-256:ECDH; do
+            got=$(handshake "$port" -tls1_3 -groups "${c%%:*}" | sed -n 2p)
+            case "$got" in "${c#*:}, "*) ;; *) die "$kind certificate, group ${c%%:*}: got '$got'" ;; esac
+            n=$((n + 1))
+        done
+        # SECLEVEL 0: the client really offers TLS 1.1 whatever the host's openssl.cnf says;
+        # the server must answer with a protocol_version alert.
+        got=$(timeout 60 openssl s_client -connect "127.0.0.1:$port" -tls1_1 \
+            -cipher 'DEFAULT:@SECLEVEL=0' </dev/null 2>&1) || true
+        grep -q 'alert protocol version' <<<"$got" ||
+            die "$kind certificate: TLS 1.1 not refused with a protocol_version alert: $got"
+        n=$((n + 1))
+        stop_server "$d"
+    done
+    echo "==> $t ($variant): TLS check OK ($n handshakes: 12 suites, 4 groups, TLS 1.1 refused)" >&2
     rm -rf "$d"
 }
 
@@ -221,8 +303,17 @@ run_cargo_test() {
     var="CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$t")_RUNNER"
     echo "==> cargo test for $t under $runner" >&2
     # Debug profile: overflow checks on, and the prebuilt std (tests need unwinding).
-    # vendored: OpenSSL compiled for the target (also for the TLS tests' own client).
-    env "$var=$runner" cargo-zigbuild test --locked --no-fail-fast --target "$t" --features vendored
+    # OpenSSL compiled for the target, the one the release binary links (also for the TLS
+    # tests' own client), as cross/build.sh does.
+    local features=(--features vendored)
+    if [ "$openssl" = small ]; then
+        local ssl_dir prefix
+        ssl_dir=$(cross/openssl.sh "$t")
+        prefix=$(tr 'a-z-' 'A-Z_' <<<"$t")
+        export "${prefix}_OPENSSL_DIR=$ssl_dir" "${prefix}_OPENSSL_STATIC=1"
+        features=(--features tls)
+    fi
+    env "$var=$runner" cargo-zigbuild test --locked --no-fail-fast --target "$t" "${features[@]}"
 }
 
 for t in "${targets[@]}"; do

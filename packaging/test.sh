@@ -57,7 +57,8 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- shell scripts
-scripts=(cross/build.sh cross/test-qemu.sh cross/ci.sh packaging/build.sh packaging/test.sh
+scripts=(cross/build.sh cross/openssl.sh cross/test-qemu.sh cross/ci.sh
+    packaging/build.sh packaging/test.sh
     packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm
     packaging/openwrt/rest-server.init packaging/openwrt/postinst packaging/openwrt/prerm)
 for s in "${scripts[@]}"; do

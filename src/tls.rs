@@ -427,7 +427,7 @@ fn self_signed(names: &[String]) -> Result<(X509, PKey<Private>), ErrorStack> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let not_before = Asn1Time::from_unix(now - GENERATED_BACKDATE_SECS)?;
+    let not_before = Asn1Time::from_str_x509(&x509_time(now - GENERATED_BACKDATE_SECS))?;
     let not_after = Asn1Time::days_from_now(GENERATED_CERT_DAYS)?;
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
@@ -454,6 +454,33 @@ fn self_signed(names: &[String]) -> Result<(X509, PKey<Private>), ErrorStack> {
     b.append_extension(san)?;
     b.sign(&key, MessageDigest::sha256())?;
     Ok((b.build(), key))
+}
+
+/// Seconds since 1970 (UTC) as an X.509 time string, `YYYYMMDDHHMMSSZ` (OpenSSL stores it as
+/// UTCTime before 2050, as RFC 5280 wants). Not `Asn1Time::from_unix`: that passes a `time_t`,
+/// which Rust's libc declares as 32 bits on the 32-bit ARM musl targets while OpenSSL,
+/// compiled against musl 1.2 headers, takes 64 bits there: the argument would arrive as
+/// garbage (and it does not compile there, which is how this was found).
+fn x509_time(secs: i64) -> String {
+    let (days, secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a proleptic Gregorian date, counted in 400-year eras that start
+    // on March 1st (so that the leap day is the last day of a year): Howard Hinnant's
+    // civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Blocking-style `Read`/`Write` over an async stream, for OpenSSL: `Pending` becomes
@@ -582,5 +609,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
             }
         }
         Pin::new(&mut s.get_mut().io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x509_time_known_dates() {
+        assert_eq!(x509_time(0), "19700101000000Z");
+        assert_eq!(x509_time(-1), "19691231235959Z");
+        assert_eq!(x509_time(951_782_400), "20000229000000Z");
+        assert_eq!(x509_time(951_868_799), "20000229235959Z");
+        assert_eq!(x509_time(1_700_000_000), "20231114221320Z");
+        assert_eq!(x509_time(2_524_607_999), "20491231235959Z");
+        assert_eq!(x509_time(4_107_542_400), "21000301000000Z");
+    }
+
+    /// A sweep over 1950..2150 (a point every 5 days and 1 hour and a few seconds, so every
+    /// month, weekday and hour comes round) agrees with OpenSSL's own conversion, which is
+    /// safe to call where `time_t` is 64 bits on both sides.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn x509_time_agrees_with_openssl() {
+        const Y1950: i64 = -631_152_000;
+        const Y2150: i64 = 5_680_281_600;
+        let mut secs = Y1950;
+        while secs < Y2150 {
+            let ours = Asn1Time::from_str_x509(&x509_time(secs)).unwrap();
+            let theirs = Asn1Time::from_unix(secs).unwrap();
+            assert!(
+                ours == theirs,
+                "{secs}: {} vs {}",
+                x509_time(secs),
+                &*theirs
+            );
+            secs += 5 * 86_400 + 3_607;
+        }
     }
 }
