@@ -224,7 +224,9 @@ fn build(cfg: &TlsConfig, chacha_first: bool) -> Result<(SslAcceptor, Loaded), S
             cfg.cert.display()
         )
     })?;
-    let key = PKey::private_key_from_pem(&key_pem).map_err(|_| {
+    // A passphrase callback that gives none: an encrypted key is refused at once instead of
+    // OpenSSL asking for its passphrase on the terminal (which a service never answers).
+    let key = PKey::private_key_from_pem_callback(&key_pem, |_| Ok(0)).map_err(|_| {
         format!(
             "TLS key {}: not a PEM private key, or one protected by a passphrase (--tls-key)",
             cfg.key.display()

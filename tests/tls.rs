@@ -537,6 +537,17 @@ fn bad_tls_set_ups_exit_2_with_one_line_naming_the_file() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, b"-----BEGIN NOTHING-----\nxx\n").unwrap();
     let missing = dir.path().join("missing.pem");
+    let encrypted = dir.path().join("encrypted.pem");
+    openssl(&[
+        "pkey",
+        "-in",
+        key_a.to_str().unwrap(),
+        "-aes256",
+        "-passout",
+        "pass:secret",
+        "-out",
+        encrypted.to_str().unwrap(),
+    ]);
     let d = dir.path().to_str().unwrap();
     let f = |p: &Path| p.to_str().unwrap().to_owned();
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -584,6 +595,14 @@ fn bad_tls_set_ups_exit_2_with_one_line_naming_the_file() {
                 format!("--tls-key={}", f(&junk)),
             ],
             "not a PEM private key",
+        ),
+        (
+            vec![
+                "--tls".into(),
+                format!("--tls-cert={}", f(&cert_a)),
+                format!("--tls-key={}", f(&encrypted)),
+            ],
+            "protected by a passphrase",
         ),
         (
             vec![
