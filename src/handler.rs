@@ -399,9 +399,8 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
         }
         Range::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
     };
-    let reader = Repos::stream(f, start, len)?;
     res.set_body(Body::from_reader(
-        BufReader::new(reader),
+        Repos::stream(f, start, len),
         Some(len as usize),
     ));
     res.insert_header("Accept-Ranges", "bytes");
