@@ -399,9 +399,8 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
         }
         Range::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
     };
-    let reader = Repos::stream(f, start, len)?;
     res.set_body(Body::from_reader(
-        BufReader::new(reader),
+        Repos::stream(f, start, len),
         Some(len as usize),
     ));
     res.insert_header("Accept-Ranges", "bytes");
@@ -422,7 +421,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         // SPEC 5.1: a retry whose first 200 was lost. Same length and the body hashes to the
         // id: answer 200 and leave the stored file alone (restic deletes the object after a 403).
         if verify && declared == Some(size) {
-            let got = upload::receive(req, declared, true, None, None).await?;
+            let got = upload::hash_body(req, declared).await?;
             if got.sha256.as_deref() == expected {
                 return Ok(got.len);
             }
@@ -431,7 +430,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     }
     // The temp file first: it fails for a repository that does not exist, before a quota
     // counter is made for its segment (so made-up names cannot grow the counters' table).
-    let mut temp = TempObject::create(&st.repos, path, create_parent).await?;
+    let mut temp = TempObject::create(&st.repos, path, create_parent, verify).await?;
     // Reserve the declared length before reading a byte of the body: concurrent uploads cannot overshoot.
     let mut reservation = match &st.quota {
         Some(q) => {
@@ -448,7 +447,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         }
         None => None,
     };
-    let got = upload::receive(req, declared, verify, Some(&mut temp), reservation.as_mut()).await?;
+    let got = temp.receive(req, declared, reservation.as_mut()).await?;
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }

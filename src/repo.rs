@@ -2,17 +2,21 @@
 //! locks/<id>, snapshots/<id>, index/<id>, data/<xx>/<id>}`. Paths, repository creation, stat,
 //! streamed reads, listings, deletes and file modes live here; users, HTTP and quota do not.
 //!
-//! All blocking file-system calls go through `smol::unblock` (or an `Unblock` pipe for bodies),
-//! so a slow SD card never stalls the executor threads.
+//! All blocking file-system calls go through `smol::unblock` (or an `Unblock` pipe for
+//! listings), so a slow SD card never stalls the executor threads.
 
 use crate::route::{Kind, ObjectId, RepoPath};
-use smol::Unblock;
+use smol::io::{AsyncBufRead, AsyncRead};
+use smol::{Task, Unblock};
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::future::Future;
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 
 /// Modes of what we create: private to the server's user, or shared with its group.
 const FILE_MODE: u32 = 0o600;
@@ -20,9 +24,10 @@ const DIR_MODE: u32 = 0o700;
 const GROUP_FILE_MODE: u32 = 0o660;
 const GROUP_DIR_MODE: u32 = 0o770;
 
-/// Pipe between a blocking reader thread and the response: big enough that a disk read is
-/// a few hundred KiB, small enough that 8 concurrent downloads stay within a few MiB.
-const READ_CHUNK: usize = 256 * 1024;
+/// One read(2) of a download: big enough that the disk sees few, large reads, small enough
+/// that 8 concurrent downloads (two chunks each) stay within 2 MiB. A smaller file gets
+/// buffers of its own size.
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Listing output is handed over in pieces of about this size.
 const LIST_CHUNK: usize = 64 * 1024;
@@ -144,15 +149,9 @@ impl Repos {
         .await
     }
 
-    /// Streams `len` bytes of `file` from `start`, read on a blocking thread in large chunks.
-    pub(crate) fn stream(
-        mut file: File,
-        start: u64,
-        len: u64,
-    ) -> io::Result<Unblock<io::Take<File>>> {
-        // lseek only moves the offset; it never waits for the disk.
-        file.seek(SeekFrom::Start(start))?;
-        Ok(Unblock::with_capacity(READ_CHUNK, file.take(len)))
+    /// Streams `len` bytes of `file` from `start`, read on blocking threads in large chunks.
+    pub(crate) fn stream(file: File, start: u64, len: u64) -> FileBody {
+        FileBody::new(file, start, len)
     }
 
     /// Deletes a file; returns its size, `None` if it did not exist.
@@ -224,6 +223,97 @@ impl Repos {
             }
             other => other,
         }
+    }
+}
+
+/// A byte range of a file as a response body. Two owned buffers take turns: the response
+/// is sent from one while a blocking task reads the next chunk into the other with one
+/// pread(2), and the buffer just sent is what that read fills next.
+pub(crate) struct FileBody {
+    /// The chunk being sent: `buf[pos..]` is still to go.
+    buf: Vec<u8>,
+    pos: usize,
+    reading: Option<Reading>,
+    /// The file while no read is in flight.
+    file: Option<File>,
+    /// Where the next read starts, and how much of the range is not yet being read.
+    offset: u64,
+    left: u64,
+}
+
+/// A chunk read in flight; it gives back the file and the filled buffer.
+type Reading = Task<(File, Vec<u8>, io::Result<()>)>;
+
+impl FileBody {
+    fn new(file: File, start: u64, len: u64) -> FileBody {
+        let mut body = FileBody {
+            buf: Vec::new(),
+            pos: 0,
+            reading: None,
+            file: Some(file),
+            offset: start,
+            left: len,
+        };
+        body.read_next(Vec::new());
+        body
+    }
+
+    /// Starts reading the next chunk, if any, into `spare`.
+    fn read_next(&mut self, mut spare: Vec<u8>) {
+        if self.left == 0 {
+            return;
+        }
+        let Some(file) = self.file.take() else {
+            return;
+        };
+        let n = self.left.min(READ_CHUNK as u64) as usize;
+        // Zeroes only what a buffer has never held: the first chunk, or a longer one.
+        spare.resize(n, 0);
+        let offset = self.offset;
+        self.offset += n as u64;
+        self.left -= n as u64;
+        self.reading = Some(smol::unblock(move || {
+            // The file is shorter than its size said only if someone truncated it under
+            // us: an error, so the response is cut off rather than padded or short.
+            let read = file.read_exact_at(&mut spare, offset);
+            (file, spare, read)
+        }));
+    }
+}
+
+impl AsyncBufRead for FileBody {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        if this.pos == this.buf.len()
+            && let Some(task) = this.reading.as_mut()
+        {
+            let (file, filled, read) = ready!(Pin::new(task).poll(cx));
+            this.reading = None;
+            this.file = Some(file);
+            read?;
+            let sent = std::mem::replace(&mut this.buf, filled);
+            this.pos = 0;
+            this.read_next(sent);
+        }
+        Poll::Ready(Ok(&this.buf[this.pos..]))
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        self.pos = (self.pos + amt).min(self.buf.len());
+    }
+}
+
+impl AsyncRead for FileBody {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let got = ready!(self.as_mut().poll_fill_buf(cx))?;
+        let n = got.len().min(out.len());
+        out[..n].copy_from_slice(&got[..n]);
+        self.consume(n);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -346,6 +436,34 @@ mod tests {
         let mut s = String::new();
         l.read_to_string(&mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn file_ranges_across_read_chunks_arrive_whole_and_in_order() {
+        use smol::io::AsyncReadExt;
+        let path = std::env::temp_dir().join(format!("filebody-{}", std::process::id()));
+        let data: Vec<u8> = (0..READ_CHUNK * 7 / 2).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let len = data.len() as u64;
+        let chunk = READ_CHUNK as u64;
+        for (start, n) in [
+            (0, len),
+            (1, chunk),
+            (chunk - 1, chunk + 2),
+            (len - 10, 10),
+            (5, 0),
+        ] {
+            let mut got = Vec::new();
+            let mut body = Repos::stream(File::open(&path).unwrap(), start, n);
+            smol::block_on(body.read_to_end(&mut got)).unwrap();
+            let (a, b) = (start as usize, (start + n) as usize);
+            assert!(got == data[a..b], "range {start}+{n}");
+        }
+        // A file cut short under a download fails it; it is not padded or silently short.
+        let mut body = Repos::stream(File::open(&path).unwrap(), 0, len + 1);
+        let mut got = Vec::new();
+        assert!(smol::block_on(body.read_to_end(&mut got)).is_err());
+        fs::remove_file(&path).unwrap();
     }
 
     #[test]

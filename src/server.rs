@@ -19,13 +19,22 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 /// A read or write that makes no progress for this long fails: a client that stalls
 /// mid-body, stops reading a download, or idles on a keep-alive connection is dropped
 /// (and its upload cleaned up). async-h1 separately limits reading a request head to 60 s.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// async-h1 hands a response to the connection 8 KiB at a time (its copy loop's buffer).
+/// Past the first `WRITE_THROUGH` bytes of a response, those pieces are gathered into
+/// `WRITE_BUFFER` bytes before they go to the socket (or TLS): a download makes one send per
+/// 32 KiB instead of four, which halved its CPU per GiB. 64 KiB measured no better and costs
+/// 256 KiB more with 8 downloads. Small answers go out exactly as written, and the buffer is
+/// freed when the response is flushed, so an idle connection holds none.
+const WRITE_THROUGH: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// On SIGINT/SIGTERM, requests in flight get this long to finish before we exit anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -342,13 +351,19 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         .await;
 }
 
-/// A connection with an inactivity timeout on every read and write, and a switch that makes
-/// reads end (EOF) once we have decided to close.
+/// A connection with an inactivity timeout on every read and write, a switch that makes
+/// reads end (EOF) once we have decided to close, and the write gathering of large
+/// responses (`WRITE_BUFFER`).
 struct Timed<S> {
     inner: S,
     stop_reading: Arc<AtomicBool>,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
+    /// Gathered response bytes; `wbuf[wpos..]` is not yet sent.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Bytes accepted since the last flush, i.e. of the response being written.
+    unflushed: usize,
 }
 
 impl<S: Clone> Clone for Timed<S> {
@@ -364,7 +379,27 @@ impl<S> Timed<S> {
             stop_reading,
             read_timer: None,
             write_timer: None,
+            wbuf: Vec::new(),
+            wpos: 0,
+            unflushed: 0,
         }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Timed<S> {
+    /// Sends everything gathered so far.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            let poll = Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..]);
+            match ready!(with_timeout(&mut self.write_timer, cx, poll)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.wpos += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -415,17 +450,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        with_timeout(&mut this.write_timer, cx, poll)
+        if this.wbuf.is_empty() && this.unflushed + buf.len() <= WRITE_THROUGH {
+            let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+            let written = with_timeout(&mut this.write_timer, cx, poll);
+            if let Poll::Ready(Ok(n)) = written {
+                this.unflushed += n;
+            }
+            return written;
+        }
+        if this.wbuf.len() + buf.len() > WRITE_BUFFER {
+            ready!(this.poll_drain(cx))?;
+        }
+        if this.wbuf.capacity() == 0 {
+            this.wbuf.reserve_exact(WRITE_BUFFER);
+        }
+        let n = buf.len().min(WRITE_BUFFER - this.wbuf.len());
+        this.wbuf.extend_from_slice(&buf[..n]);
+        this.unflushed += n;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        // The response is out: the next one starts unbuffered, and the buffer is freed.
+        this.unflushed = 0;
+        this.wbuf = Vec::new();
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
         with_timeout(&mut this.write_timer, cx, poll)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+        let this = &mut *self;
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx)
     }
 }

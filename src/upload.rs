@@ -2,6 +2,12 @@
 //! id), the body streamed into it while SHA-256 and the quota see every byte once, then fsync,
 //! publish under the final name, fsync the directory. Only then is the object visible.
 //!
+//! The file side of an upload runs on one thread of its own, the writer, fed buffers over a
+//! channel: it opens the temp file, hashes and writes each chunk, fsyncs, publishes. The
+//! connection's task only reads the body into buffers and counts the quota, so hashing never
+//! holds up an executor thread that other connections need, and a chunk costs two channel
+//! hand-overs instead of a blocking-pool task.
+//!
 //! Any early return drops the [`TempObject`], which removes the temp file; it never touches
 //! the final name, so an aborted upload cannot harm a concurrent successful one (SPEC 5.7).
 //! Which status a failure gets is decided in `error.rs`, not here.
@@ -10,22 +16,30 @@ use crate::error::Error;
 use crate::quota::Reservation;
 use crate::repo::{Repos, make_dir};
 use sha2::{Digest, Sha256};
-use smol::Task;
+use smol::channel::{self, Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
 const TEMP_MARKER: &str = ".rest-server-temp";
 
-/// One chunk of the body: filled from the client, hashed, then handed as a whole to a blocking
-/// thread for one write(2). Two per upload (one filling, one being written, so hashing overlaps
-/// the disk write): eight concurrent uploads hold 2 MiB, and no byte is copied in user space.
+/// One chunk of the body: filled from the client, then handed as a whole to the writer for
+/// one hash pass and one write(2). No byte is copied in user space.
 const BODY_CHUNK: usize = 128 * 1024;
+
+/// Buffers per upload, recycled between the connection and its writer: one being filled from
+/// the client while the other is hashed and written. Eight concurrent uploads hold 2 MiB.
+const BUFFERS: usize = 2;
+
+/// Stack of a writer thread, which hashes, writes, renames and may log, nothing deeper.
+/// There is one per upload in flight, so not the 2 MiB default (only touched pages count in
+/// RSS, but the whole reservation counts where overcommit is off).
+const WRITER_STACK: usize = 256 * 1024;
 
 /// What was received: the length and, when verifying, the lowercase hex SHA-256.
 #[derive(Debug)]
@@ -43,48 +57,49 @@ pub(crate) enum Stored {
     AlreadyThere,
 }
 
-/// Reads `body` to its end, hashing (if `verify`), counting against `quota` and writing to
-/// `sink` as it goes. A body shorter than `declared` is an error (the client went away).
-pub(crate) async fn receive<R: AsyncRead + Unpin>(
+/// Reads `body` to its end and hashes it, storing nothing: the check of a retried upload
+/// whose object already exists. A body shorter than `declared` is an error.
+pub(crate) async fn hash_body<R: AsyncRead + Unpin>(
     body: &mut R,
     declared: Option<u64>,
-    verify: bool,
-    mut sink: Option<&mut TempObject>,
-    mut quota: Option<&mut Reservation>,
 ) -> Result<Received, Error> {
     let mut buf = vec![0u8; BODY_CHUNK];
-    let mut hasher = verify.then(Sha256::new);
+    let mut hasher = Sha256::new();
     let mut len = 0u64;
     loop {
-        // Fill the whole chunk (or reach the end): the disk gets few, large writes.
-        let mut n = 0;
-        while n < buf.len() {
-            match body.read(&mut buf[n..]).await.map_err(Error::ClientGone)? {
-                0 => break,
-                got => n += got,
-            }
-        }
-        if n == 0 {
+        let n = fill(body, &mut buf).await?;
+        hasher.update(&buf[..n]);
+        len += n as u64;
+        if n < buf.len() {
             break;
         }
-        len += n as u64;
-        if let Some(q) = quota.as_deref_mut() {
-            q.grow(len).map_err(|_| Error::QuotaExceeded)?;
-        }
-        if let Some(h) = hasher.as_mut() {
-            h.update(&buf[..n]);
-        }
-        if let Some(s) = sink.as_deref_mut() {
-            buf = s.write(buf, n).await?;
+    }
+    check_complete(len, declared)?;
+    Ok(Received {
+        len,
+        sha256: Some(hex(&hasher.finalize())),
+    })
+}
+
+/// Reads until `buf` is full or the body ends: the disk gets few, large writes. Returns how
+/// much was read; less than `buf.len()` only at the end of the body.
+async fn fill<R: AsyncRead + Unpin>(body: &mut R, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut n = 0;
+    while n < buf.len() {
+        match body.read(&mut buf[n..]).await.map_err(Error::ClientGone)? {
+            0 => break,
+            got => n += got,
         }
     }
+    Ok(n)
+}
+
+/// A body shorter than its Content-Length means the client went away.
+fn check_complete(len: u64, declared: Option<u64>) -> Result<(), Error> {
     if declared.is_some_and(|d| len < d) {
         return Err(Error::ClientGone(io::ErrorKind::UnexpectedEof.into()));
     }
-    Ok(Received {
-        len,
-        sha256: hasher.map(|h| hex(&h.finalize())),
-    })
+    Ok(())
 }
 
 /// Removes its path on drop unless disarmed: the RAII cleanup of every failed upload.
@@ -104,100 +119,188 @@ impl Drop for TempPath {
     }
 }
 
-/// An upload in progress: a temp file next to `target`.
+/// What the connection asks of its writer, in this order: chunks, then `Finish` (when
+/// hashing), `Sync`, `Publish`.
+enum Job {
+    /// Hash (if asked) and append the whole buffer.
+    Write(Vec<u8>),
+    /// The body is complete: report its SHA-256.
+    Finish,
+    /// fsync the file.
+    Sync,
+    /// Link the file in place under the target name and, if it is new, fsync the directory.
+    Publish,
+}
+
+/// What the writer answers, one report per job (after `Opened`).
+enum Report {
+    /// The temp file exists. Its name travels as a [`TempPath`], so a report nobody
+    /// receives (the request went away meanwhile) still removes the file.
+    Opened(io::Result<TempPath>),
+    /// A buffer is written: fill it again.
+    Written(Vec<u8>),
+    /// A write failed (ENOSPC, EDQUOT, EIO); the writer has closed the file and stopped.
+    Failed(io::Error),
+    Hashed(Option<String>),
+    Synced(io::Result<()>),
+    /// How publishing went and, if the object is new, the directory fsync.
+    Published(io::Result<Stored>, io::Result<()>),
+}
+
+/// What a writer needs to open its temp file and, later, publish it.
+struct Open {
+    target: PathBuf,
+    create_parent: bool,
+    mode: u32,
+    dir_mode: u32,
+    hash: bool,
+    rename_lock: Arc<Mutex<()>>,
+}
+
+/// An upload in progress: a temp file next to the target, owned by the upload's writer.
 pub(crate) struct TempObject {
     temp: TempPath,
     target: PathBuf,
-    /// The file while no write is in flight; else the blocking write hands it back.
-    file: Option<File>,
-    writing: Option<Writing>,
+    hash: bool,
+    jobs: Sender<Job>,
+    reports: Receiver<Report>,
+    /// Buffers made so far (at most `BUFFERS`); after that, written ones come back.
+    buffers: usize,
 }
 
-/// A chunk being written on a blocking thread; gives back the file and the buffer.
-type Writing = Task<(File, Vec<u8>, io::Result<()>)>;
-
 impl TempObject {
-    /// Creates the temp file beside `target`. With `create_parent` a missing parent directory
-    /// (a `data/xx` directory) is created, but only if its own parent exists: an upload never
-    /// conjures up a repository that was not created.
+    /// Starts the writer, which creates the temp file beside `target`. With `create_parent` a
+    /// missing parent directory (a `data/xx` directory) is created, but only if its own parent
+    /// exists: an upload never conjures up a repository that was not created. With `hash`,
+    /// [`TempObject::receive`] returns the body's SHA-256.
     pub(crate) async fn create(
         repos: &Repos,
         target: PathBuf,
         create_parent: bool,
+        hash: bool,
     ) -> Result<TempObject, Error> {
-        let (mode, dir_mode) = (repos.file_mode(), repos.dir_mode());
-        let t = target.clone();
-        let (file, temp) = smol::unblock(move || -> io::Result<(File, PathBuf)> {
-            let name = t
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let mut made_dir = false;
-            loop {
-                let temp =
-                    t.with_file_name(format!("{name}{TEMP_MARKER}{:016x}", fastrand::u64(..)));
-                let opened = OpenOptions::new()
-                    .write(true)
-                    .create_new(true) // O_EXCL: never open someone else's file
-                    .mode(mode)
-                    .open(&temp);
-                match opened {
-                    Ok(f) => {
-                        if mode != 0o600 {
-                            // The umask may have removed the group bits of 0660.
-                            f.set_permissions(fs::Permissions::from_mode(mode))?;
-                        }
-                        return Ok((f, temp));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && create_parent && !made_dir => {
-                        if let Some(parent) = t.parent() {
-                            make_dir(parent, dir_mode, false)?;
-                        }
-                        made_dir = true;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        })
-        .await?;
-        Ok(TempObject {
-            temp: TempPath(Some(temp)),
-            target,
-            file: Some(file),
-            writing: None,
-        })
-    }
-
-    /// Starts writing `buf[..n]` on a blocking thread and returns a buffer to fill next (the
-    /// one the previous write is done with), so the caller hashes while the disk writes.
-    async fn write(&mut self, buf: Vec<u8>, n: usize) -> io::Result<Vec<u8>> {
-        let spare = self.wait_for_write().await?;
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("temp file busy"))?;
-        self.writing = Some(smol::unblock(move || {
-            let written = file.write_all(&buf[..n]);
-            (file, buf, written)
-        }));
-        Ok(spare.unwrap_or_else(|| vec![0u8; BODY_CHUNK]))
-    }
-
-    /// Waits for the write in flight, if any, and returns its buffer. A failed write(2) comes
-    /// back as itself (ENOSPC, EDQUOT, EIO), so the status (507 or 500) is decided on it.
-    async fn wait_for_write(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let Some(task) = self.writing.take() else {
-            return Ok(None);
+        let open = Open {
+            target: target.clone(),
+            create_parent,
+            mode: repos.file_mode(),
+            dir_mode: repos.dir_mode(),
+            hash,
+            rename_lock: repos.rename_lock(),
         };
-        let (file, buf, written) = task.await;
-        self.file = Some(file);
-        written.map(|()| Some(buf))
+        // Room for every report and job that can be outstanding: all buffers plus one
+        // request, so neither side ever waits for space.
+        let (jobs, jobs_in) = channel::bounded(BUFFERS + 1);
+        let (reports_out, reports) = channel::bounded(BUFFERS + 1);
+        std::thread::Builder::new()
+            .name("upload".into())
+            .stack_size(WRITER_STACK)
+            .spawn(move || writer(open, jobs_in, reports_out))?;
+        let temp = match reports.recv().await {
+            Ok(Report::Opened(opened)) => opened?,
+            _ => return Err(stopped().into()),
+        };
+        Ok(TempObject {
+            temp,
+            target,
+            hash,
+            jobs,
+            reports,
+            buffers: 0,
+        })
     }
 
-    /// Makes the upload durable and visible: flush, fsync the file, publish it under the
-    /// target name, fsync the directory. Returns only when a power cut can no longer lose it.
+    /// Reads `body` to its end into the temp file, counting against `quota` and hashing (if
+    /// asked at creation) as it goes. A body shorter than `declared` is an error (the client
+    /// went away).
+    pub(crate) async fn receive<R: AsyncRead + Unpin>(
+        &mut self,
+        body: &mut R,
+        declared: Option<u64>,
+        mut quota: Option<&mut Reservation>,
+    ) -> Result<Received, Error> {
+        let mut len = 0u64;
+        loop {
+            let mut buf = self.buffer().await?;
+            let n = fill(body, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            if let Some(q) = quota.as_deref_mut() {
+                q.grow(len).map_err(|_| Error::QuotaExceeded)?;
+            }
+            buf.truncate(n);
+            self.send(Job::Write(buf)).await?;
+            if n < BODY_CHUNK {
+                break;
+            }
+        }
+        check_complete(len, declared)?;
+        let sha256 = if self.hash {
+            self.send(Job::Finish).await?;
+            match self.reply().await? {
+                Report::Hashed(h) => h,
+                _ => return Err(out_of_step().into()),
+            }
+        } else {
+            None
+        };
+        Ok(Received { len, sha256 })
+    }
+
+    /// A buffer to fill: a new one while fewer than `BUFFERS` exist, else the next one the
+    /// writer is done with.
+    async fn buffer(&mut self) -> io::Result<Vec<u8>> {
+        if self.buffers < BUFFERS {
+            self.buffers += 1;
+            return Ok(vec![0u8; BODY_CHUNK]);
+        }
+        match self.report().await? {
+            Report::Written(mut buf) => {
+                // Only the last chunk of a body is short; give the buffer its full size back.
+                buf.resize(BODY_CHUNK, 0);
+                Ok(buf)
+            }
+            _ => Err(out_of_step()),
+        }
+    }
+
+    /// Hands a job to the writer. If the writer has stopped, its report says why.
+    async fn send(&mut self, job: Job) -> io::Result<()> {
+        if self.jobs.send(job).await.is_ok() {
+            return Ok(());
+        }
+        loop {
+            match self.reports.recv().await {
+                Ok(Report::Failed(e)) => return Err(e),
+                Ok(_) => {}
+                Err(_) => return Err(stopped()),
+            }
+        }
+    }
+
+    /// The writer's next report. A failed write(2) comes back as itself (ENOSPC, EDQUOT,
+    /// EIO), so the status (507 or 500) is decided on it.
+    async fn report(&mut self) -> io::Result<Report> {
+        match self.reports.recv().await {
+            Ok(Report::Failed(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(_) => Err(stopped()),
+        }
+    }
+
+    /// The answer to the last request, past the buffers still coming back.
+    async fn reply(&mut self) -> io::Result<Report> {
+        loop {
+            match self.report().await? {
+                Report::Written(_) => {}
+                r => return Ok(r),
+            }
+        }
+    }
+
+    /// Makes the upload durable and visible: fsync the file, publish it under the target
+    /// name, fsync the directory. Returns only when a power cut can no longer lose it.
     /// Once the object is published its bytes are on disk: `quota` is kept from that moment,
     /// even if the directory fsync then fails.
     pub(crate) async fn commit(
@@ -205,40 +308,132 @@ impl TempObject {
         repos: &Repos,
         quota: Option<Reservation>,
     ) -> Result<Stored, Error> {
-        self.wait_for_write().await?;
-        let TempObject {
-            mut temp,
-            target,
-            file,
-            ..
-        } = self;
-        let file = file.ok_or_else(|| io::Error::other("temp file busy"))?;
-        let temp_path = temp.0.clone().unwrap_or_default();
-
         // fsync before publishing, or a crash could expose an empty or partial object.
-        let (file, synced) = smol::unblock(move || {
-            let r = file.sync_all();
-            (file, r)
-        })
-        .await;
-        repos.tolerate_no_fsync(synced, &temp_path)?;
-        drop(file);
+        self.send(Job::Sync).await?;
+        let synced = match self.reply().await? {
+            Report::Synced(r) => r,
+            _ => return Err(out_of_step().into()),
+        };
+        let temp_path = self.temp.0.as_deref().unwrap_or(Path::new(""));
+        repos.tolerate_no_fsync(synced, temp_path)?;
 
-        let (t, dst, lock) = (temp_path.clone(), target.clone(), repos.rename_lock());
-        let stored = smol::unblock(move || publish(&t, &dst, &lock)).await?;
+        self.send(Job::Publish).await?;
+        let (stored, dir_synced) = match self.reply().await? {
+            Report::Published(stored, dir_synced) => (stored?, dir_synced),
+            _ => return Err(out_of_step().into()),
+        };
         if stored == Stored::New {
             if let Some(r) = quota {
                 r.keep();
             }
             // The temp name is gone (renamed, or linked and unlinked): nothing to clean up.
-            temp.0 = None;
-            let dir = target.parent().unwrap_or(Path::new(".")).to_owned();
-            let d = dir.clone();
-            let synced = smol::unblock(move || File::open(&d)?.sync_all()).await;
+            self.temp.0 = None;
             // The rename is durable only once the directory entry is.
-            repos.tolerate_no_fsync(synced, &dir)?;
+            let dir = self.target.parent().unwrap_or(Path::new("."));
+            repos.tolerate_no_fsync(dir_synced, dir)?;
         }
         Ok(stored)
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("upload writer stopped")
+}
+
+fn out_of_step() -> io::Error {
+    io::Error::other("upload writer out of step")
+}
+
+/// The writer thread of one upload: opens the temp file, then does the jobs in order until
+/// `Publish`, a failed write, or the connection dropping its end (the upload was abandoned;
+/// the connection's [`TempPath`] removes the file).
+fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
+    let (mut file, temp) = match create_temp(&open) {
+        Ok(created) => created,
+        Err(e) => {
+            let _ = reports.send_blocking(Report::Opened(Err(e)));
+            return;
+        }
+    };
+    let owner = TempPath(Some(temp.clone()));
+    if reports.send_blocking(Report::Opened(Ok(owner))).is_err() {
+        // The request went away while we opened the file; dropping the unsent report
+        // removed it.
+        return;
+    }
+    let mut hasher = open.hash.then(Sha256::new);
+    while let Ok(job) = jobs.recv_blocking() {
+        let report = match job {
+            Job::Write(buf) => {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&buf);
+                }
+                match file.write_all(&buf) {
+                    Ok(()) => Report::Written(buf),
+                    Err(e) => {
+                        // Closed before reporting: once the client hears 507 and the
+                        // connection has removed the name, the space is free again.
+                        drop(file);
+                        let _ = reports.send_blocking(Report::Failed(e));
+                        return;
+                    }
+                }
+            }
+            Job::Finish => Report::Hashed(hasher.take().map(|h| hex(&h.finalize()))),
+            Job::Sync => Report::Synced(file.sync_all()),
+            Job::Publish => {
+                drop(file);
+                let stored = publish(&temp, &open.target, &open.rename_lock);
+                let dir_synced = match stored {
+                    Ok(Stored::New) => {
+                        let dir = open.target.parent().unwrap_or(Path::new("."));
+                        File::open(dir).and_then(|d| d.sync_all())
+                    }
+                    _ => Ok(()),
+                };
+                let _ = reports.send_blocking(Report::Published(stored, dir_synced));
+                return;
+            }
+        };
+        if reports.send_blocking(report).is_err() {
+            return;
+        }
+    }
+}
+
+/// Creates the temp file: a random name beside the target, O_EXCL.
+fn create_temp(open: &Open) -> io::Result<(File, PathBuf)> {
+    let t = &open.target;
+    let name = t
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut made_dir = false;
+    loop {
+        let temp = t.with_file_name(format!("{name}{TEMP_MARKER}{:016x}", fastrand::u64(..)));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_EXCL: never open someone else's file
+            .mode(open.mode)
+            .open(&temp);
+        match opened {
+            Ok(f) => {
+                if open.mode != 0o600 {
+                    // The umask may have removed the group bits of 0660.
+                    f.set_permissions(fs::Permissions::from_mode(open.mode))?;
+                }
+                return Ok((f, temp));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && open.create_parent && !made_dir => {
+                if let Some(parent) = t.parent() {
+                    make_dir(parent, open.dir_mode, false)?;
+                }
+                made_dir = true;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -291,7 +486,7 @@ mod tests {
     #[test]
     fn sha256_of_known_input() {
         let mut body: &[u8] = b"abc";
-        let got = smol::block_on(receive(&mut body, Some(3), true, None, None)).unwrap();
+        let got = smol::block_on(hash_body(&mut body, Some(3))).unwrap();
         assert_eq!(got.len, 3);
         assert_eq!(
             got.sha256.unwrap(),
@@ -302,34 +497,32 @@ mod tests {
     #[test]
     fn short_body_is_an_error() {
         let mut body: &[u8] = b"abc";
-        let got = smol::block_on(receive(&mut body, Some(4), true, None, None));
+        let got = smol::block_on(hash_body(&mut body, Some(4)));
         assert!(matches!(got, Err(Error::ClientGone(_))));
     }
 
     #[test]
     fn body_of_several_chunks_lands_intact() {
-        // Double-buffered writes: chunks must reach the file whole and in order.
+        // Recycled buffers: chunks must reach the file whole and in order, and be hashed so.
         let dir = std::env::temp_dir().join(format!("upload-chunks-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let repos = Repos::new(dir.clone(), false);
-        let data: Vec<u8> = (0..BODY_CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
-        let target = dir.join("object");
-        smol::block_on(async {
-            let mut temp = TempObject::create(&repos, target.clone(), false)
-                .await
-                .unwrap();
-            let mut body: &[u8] = &data;
-            let got = receive(
-                &mut body,
-                Some(data.len() as u64),
-                true,
-                Some(&mut temp),
-                None,
-            );
-            assert_eq!(got.await.unwrap().len, data.len() as u64);
-            assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);
-        });
-        assert!(fs::read(&target).unwrap() == data);
+        for len in [0, 1, BODY_CHUNK, BODY_CHUNK * 5 / 2, BODY_CHUNK * 4] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let target = dir.join(format!("object-{len}"));
+            smol::block_on(async {
+                let mut temp = TempObject::create(&repos, target.clone(), false, true)
+                    .await
+                    .unwrap();
+                let mut body: &[u8] = &data;
+                let got = temp.receive(&mut body, Some(len as u64), None).await;
+                let got = got.unwrap();
+                assert_eq!(got.len, len as u64);
+                assert_eq!(got.sha256, Some(hex(&Sha256::digest(&data))));
+                assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);
+            });
+            assert!(fs::read(&target).unwrap() == data, "{len} bytes");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 
