@@ -23,6 +23,12 @@ use std::time::Instant;
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
 
+/// Uploads written at once; more wait for a turn. Each has a writer thread and two 128 KiB
+/// buffers (`upload.rs`), so a client opening hundreds of slow uploads must not get a thread
+/// each: 64 is far above what restic uses (a few connections) and bounds the writers' memory
+/// to ~16 MiB even on a router.
+const MAX_UPLOADS: usize = 64;
+
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
 const METRICS_USER: &str = "metrics";
 
@@ -55,6 +61,8 @@ pub(crate) struct State {
     pub metrics: Option<Metrics>,
     /// `--prometheus-no-auth`: `/metrics` needs no credentials.
     pub metrics_no_auth: bool,
+    /// Turns for uploads: at most [`MAX_UPLOADS`] write at once.
+    pub uploads: smol::lock::Semaphore,
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     pub in_flight: AtomicUsize,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
@@ -99,6 +107,7 @@ impl State {
             access_log,
             metrics: cfg.prometheus.then(Metrics::new),
             metrics_no_auth: cfg.prometheus_no_auth,
+            uploads: smol::lock::Semaphore::new(MAX_UPLOADS),
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         })
@@ -428,6 +437,8 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         }
         return Err(Error::Exists);
     }
+    // A turn first: it is held until the upload is stored or has failed.
+    let _turn = st.uploads.acquire().await;
     // The temp file first: it fails for a repository that does not exist, before a quota
     // counter is made for its segment (so made-up names cannot grow the counters' table).
     let mut temp = TempObject::create(&st.repos, path, create_parent, verify).await?;

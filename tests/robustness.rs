@@ -501,3 +501,43 @@ fn disk_full_is_507_and_frees_the_space() {
     let fits = random_bytes(700 << 10, 2);
     assert_eq!(send(&format!("/r/data/{}", sha256_hex(&fits)), &fits), 200);
 }
+
+#[test]
+fn at_most_64_uploads_write_at_once_the_rest_wait_their_turn() {
+    // Each upload has a writer thread and two buffers: a client opening hundreds of slow
+    // uploads must not get a thread each. The 65th and later wait, then proceed.
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let bodies: Vec<Vec<u8>> = (0..70u64).map(|i| random_bytes(1000, 7000 + i)).collect();
+    let mut conns: Vec<std::net::TcpStream> = bodies
+        .iter()
+        .map(|b| {
+            let mut c = s.connect();
+            let path = format!("/r/data/{}", sha256_hex(b));
+            c.write_all(post_head(&path, b.len()).as_bytes()).unwrap();
+            c.write_all(&b[..10]).unwrap();
+            c
+        })
+        .collect();
+    wait_until(20, "64 uploads writing", || {
+        s.files_named("rest-server-temp").len() == 64
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        s.files_named("rest-server-temp").len(),
+        64,
+        "only 64 at once"
+    );
+    // Finish them all: the waiting ones get their turn as the first ones end.
+    for (c, b) in conns.iter_mut().zip(&bodies) {
+        c.write_all(&b[10..]).unwrap();
+    }
+    for c in conns {
+        let resp = read_response(&mut std::io::BufReader::new(c), "POST");
+        assert_eq!(resp.status, 200);
+    }
+    assert!(s.files_named("rest-server-temp").is_empty());
+    let mut stored = 0;
+    walk(&s.data.join("r/data"), &mut |_| stored += 1);
+    assert_eq!(stored, 70);
+}
