@@ -269,6 +269,23 @@ impl Results {
         });
     }
 
+    /// Peak RSS of a scenario: since the scenario began when `/proc/PID/clear_refs` could
+    /// reset it (`reset`), else over the server's lifetime.
+    fn push_peak_rss(
+        &mut self,
+        server: usize,
+        scenario: &'static str,
+        reset: bool,
+        mib: Option<f64>,
+    ) {
+        let name = if reset {
+            "peak RSS"
+        } else {
+            "peak RSS (lifetime)"
+        };
+        self.push(server, scenario, name, "MiB", Better::Lower, mib);
+    }
+
     fn get(&self, server: usize, scenario: &str, name: &str) -> Option<f64> {
         self.per_server[server]
             .2
@@ -1242,11 +1259,6 @@ fn upload(
         r.notes.push(format!("{label}: {scenario}: {e}"));
     }
     let gib = bytes as f64 / GIB;
-    let peak = if reset {
-        "peak RSS"
-    } else {
-        "peak RSS (lifetime)"
-    };
     let mut put = |name, unit, better, value| r.push(si, scenario, name, unit, better, value);
     put(
         "throughput (median of rounds)",
@@ -1314,10 +1326,25 @@ fn upload(
         Better::Neither,
         median(others),
     );
-    put(peak, "MiB", Better::Lower, server.hwm());
-    put("idle RSS after start", "MiB", Better::Lower, idle);
+    r.push_peak_rss(si, scenario, reset, server.hwm());
+    r.push(
+        si,
+        scenario,
+        "idle RSS after start",
+        "MiB",
+        Better::Lower,
+        idle,
+    );
     std::thread::sleep(Duration::from_millis(500));
-    put("RSS 0.5 s after load", "MiB", Better::Lower, server.rss());
+    let rss = server.rss();
+    r.push(
+        si,
+        scenario,
+        "RSS 0.5 s after load",
+        "MiB",
+        Better::Lower,
+        rss,
+    );
 }
 
 /// Full GETs of every pack (checked byte for byte), then restic-like ranged reads: each pack's
@@ -1446,18 +1473,7 @@ fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack
             Better::Lower,
             (gib > 0.0).then(|| cpu / gib),
         );
-        r.push(
-            si,
-            scenario,
-            if reset {
-                "peak RSS"
-            } else {
-                "peak RSS (lifetime)"
-            },
-            "MiB",
-            Better::Lower,
-            server.hwm(),
-        );
+        r.push_peak_rss(si, scenario, reset, server.hwm());
     }
 }
 
@@ -1722,18 +1738,7 @@ fn list(o: &Opts, r: &mut Results, si: usize, server: &Server, objects: usize) {
         Better::Neither,
         (json_len > 0).then(|| json_len as f64 / MIB),
     );
-    r.push(
-        si,
-        scenario,
-        if reset {
-            "peak RSS"
-        } else {
-            "peak RSS (lifetime)"
-        },
-        "MiB",
-        Better::Lower,
-        hwm,
-    );
+    r.push_peak_rss(si, scenario, reset, hwm);
     r.push(
         si,
         scenario,
