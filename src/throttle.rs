@@ -112,23 +112,9 @@ impl Throttle {
     /// address are queued than fit in [`MAX_DELAY`]; refuse this one without checking.
     pub(crate) fn admit(&self, peer: &str, now: Instant) -> Option<Instant> {
         let mut clients = self.lock();
-        let client = Client::of(peer);
-        if !clients.contains_key(&client) && clients.len() >= MAX_TRACKED {
-            make_room(&mut clients, now);
-        }
-        let s = clients.entry(client).or_insert(Strikes {
-            failures: 0,
-            last_seen: now,
-            next_check: now,
-            logged: false,
-        });
+        let s = strikes_of(&mut clients, Client::of(peer), now, 0);
         if now.duration_since(s.last_seen) >= FORGET_AFTER {
-            *s = Strikes {
-                failures: 0,
-                last_seen: now,
-                next_check: now,
-                logged: false,
-            };
+            *s = Strikes::fresh(now, 0);
         }
         let start = s.next_check.max(now);
         if start > now + MAX_DELAY {
@@ -179,17 +165,8 @@ impl Throttle {
     /// answering. Logs the burst once it reaches [`LOG_AT_FAILURES`].
     pub(crate) fn failed(&self, peer: &str, user: &str, now: Instant) -> Duration {
         let mut clients = self.lock();
-        let client = Client::of(peer);
-        if !clients.contains_key(&client) && clients.len() >= MAX_TRACKED {
-            make_room(&mut clients, now);
-        }
         // Normally there since admit(); if the table dropped it meanwhile, start over.
-        let s = clients.entry(client).or_insert(Strikes {
-            failures: 1,
-            last_seen: now,
-            next_check: now,
-            logged: false,
-        });
+        let s = strikes_of(&mut clients, Client::of(peer), now, 1);
         s.last_seen = now;
         let d = delay(s.failures);
         s.next_check = s.next_check.max(now + d);
@@ -204,6 +181,32 @@ impl Throttle {
         }
         d
     }
+}
+
+impl Strikes {
+    fn fresh(now: Instant, failures: u32) -> Strikes {
+        Strikes {
+            failures,
+            last_seen: now,
+            next_check: now,
+            logged: false,
+        }
+    }
+}
+
+/// The entry of `client`, made with `failures` if new (making room in a full table first).
+fn strikes_of(
+    clients: &mut HashMap<Client, Strikes>,
+    client: Client,
+    now: Instant,
+    failures: u32,
+) -> &mut Strikes {
+    if !clients.contains_key(&client) && clients.len() >= MAX_TRACKED {
+        make_room(clients, now);
+    }
+    clients
+        .entry(client)
+        .or_insert_with(|| Strikes::fresh(now, failures))
 }
 
 fn make_room(clients: &mut HashMap<Client, Strikes>, now: Instant) {
