@@ -170,6 +170,9 @@ impl Quota {
     /// The counter of a segment, created at zero; `None` without per-segment counting.
     fn counter(&self, segment: &str) -> Option<Counter> {
         let mut map = lock(self.segments.as_ref()?);
+        if let Some(c) = map.get(segment) {
+            return Some(c.clone());
+        }
         Some(map.entry(segment.to_owned()).or_default().clone())
     }
 }
