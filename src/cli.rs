@@ -625,6 +625,8 @@ mod tests {
             &["--tls", "--tls-min-ver", "1.1"],
             &["--path="],
             &["--proxy-auth-username", "X User"],
+            &["--access-file="],
+            &["--access-file"],
         ] {
             let e = serve(args).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
@@ -728,6 +730,42 @@ mod tests {
                 HELP.contains(&format!("--{name}")),
                 "--help misses --{name}"
             );
+        }
+    }
+
+    #[test]
+    fn access_check_command_line() {
+        let parse_words = |words: &[&str]| parse(words.iter().map(OsString::from));
+        assert_eq!(
+            parse_words(&["access", "--access-file=f", "check", "bob", "a/b"]),
+            Ok(Command::AccessCheck {
+                file: "f".into(),
+                user: "bob".into(),
+                repo: "a/b".into(),
+            })
+        );
+        for (words, needle) in [
+            (
+                &["access", "check", "bob", "a"][..],
+                "usage: rest-server access check",
+            ),
+            (&["access", "check", "bob", "--access-file", "f"], "usage:"),
+            (
+                &["access", "show", "bob", "a", "--access-file", "f"],
+                "unknown action \"show\"",
+            ),
+            (
+                &["access", "check", "bob", "a", "--access-file"],
+                "needs a value",
+            ),
+            (
+                &["access", "check", "bob", "a", "--file=f"],
+                "unknown flag \"--file=f\"",
+            ),
+            (&["access", "check", "bob", "a", "--access-file="], "usage:"),
+        ] {
+            let e = parse_words(words).unwrap_err();
+            assert!(e.contains(needle) && !e.contains('\n'), "{words:?}: {e}");
         }
     }
 
