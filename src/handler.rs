@@ -23,10 +23,10 @@ use std::time::Instant;
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
 
-/// Uploads written at once; more wait for a turn. Each has a writer thread and two 128 KiB
-/// buffers (`upload.rs`), so a client opening hundreds of slow uploads must not get a thread
+/// Uploads written at once; more wait for a turn. Each has a writer thread and a 128 KiB
+/// buffer (`upload.rs`), so a client opening hundreds of slow uploads must not get a thread
 /// each: 64 is far above what restic uses (a few connections) and bounds the writers' memory
-/// to ~16 MiB even on a router.
+/// to ~8 MiB of buffers even on a router.
 const MAX_UPLOADS: usize = 64;
 
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
@@ -443,7 +443,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
     // counter is made for its segment (so made-up names cannot grow the counters' table).
     let mut temp = TempObject::create(&st.repos, path, create_parent, verify).await?;
     // Reserve the declared length before reading a byte of the body: concurrent uploads cannot overshoot.
-    let mut reservation = match &st.quota {
+    let reservation = match &st.quota {
         Some(q) => {
             let rules = st.access.as_ref().map(|a| a.get());
             let segment = segment_limit(rules.as_deref(), repo);
@@ -458,7 +458,7 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
         }
         None => None,
     };
-    let got = temp.receive(req, declared, reservation.as_mut()).await?;
+    let (got, reservation) = temp.receive(req.take_body(), declared, reservation).await?;
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }

@@ -2,11 +2,12 @@
 //! id), the body streamed into it while SHA-256 and the quota see every byte once, then fsync,
 //! publish under the final name, fsync the directory. Only then is the object visible.
 //!
-//! The file side of an upload runs on one thread of its own, the writer, fed buffers over a
-//! channel: it opens the temp file, hashes and writes each chunk, fsyncs, publishes. The
-//! connection's task only reads the body into buffers and counts the quota, so hashing never
-//! holds up an executor thread that other connections need, and a chunk costs two channel
-//! hand-overs instead of a blocking-pool task.
+//! The file side of an upload runs on one thread of its own, the writer: it opens the temp
+//! file, then reads the body from the connection itself (the socket is async, so the thread
+//! drives that read with `block_on`), hashes and writes each chunk, fsyncs, publishes. The
+//! bytes never change threads: no hand-over per chunk, and hashing and disk writes never hold
+//! up an executor thread that other connections need (BENCHMARKS.md, "Upload body on the
+//! writer thread").
 //!
 //! Any early return drops the [`TempObject`], which removes the temp file; it never touches
 //! the final name, so an aborted upload cannot harm a concurrent successful one (SPEC 5.7).
@@ -15,6 +16,7 @@
 use crate::error::Error;
 use crate::quota::Reservation;
 use crate::repo::{Repos, make_dir};
+use http_types::Body;
 use sha2::{Digest, Sha256};
 use smol::channel::{self, Receiver, Sender};
 use smol::io::{AsyncRead, AsyncReadExt};
@@ -28,17 +30,15 @@ use std::sync::{Arc, Mutex};
 /// listed or served.
 const TEMP_MARKER: &str = ".rest-server-temp";
 
-/// One chunk of the body: filled from the client, then handed as a whole to the writer for
-/// one hash pass and one write(2). No byte is copied in user space.
+/// One chunk of the body: read from the client, hashed and written with one write(2). No byte
+/// is copied in user space. One buffer per upload: eight concurrent uploads hold 1 MiB.
 const BODY_CHUNK: usize = 128 * 1024;
 
-/// Buffers per upload, recycled between the connection and its writer: one being filled from
-/// the client while the other is hashed and written. Eight concurrent uploads hold 2 MiB.
-const BUFFERS: usize = 2;
-
-/// Stack of a writer thread, which hashes, writes, renames and may log, nothing deeper.
-/// There is one per upload in flight, so not the 2 MiB default (only touched pages count in
-/// RSS, but the whole reservation counts where overcommit is off).
+/// Stack of a writer thread, which reads the body (the async read chain of the connection,
+/// TLS decryption included, run by `block_on`), hashes, writes, renames and may log. There
+/// is one per upload in flight, so not the 2 MiB default (only touched pages count in RSS,
+/// but the whole reservation counts where overcommit is off); the TLS and restic tests run
+/// uploads through it.
 const WRITER_STACK: usize = 256 * 1024;
 
 /// What was received: the length and, when verifying, the lowercase hex SHA-256.
@@ -119,13 +119,15 @@ impl Drop for TempPath {
     }
 }
 
-/// What the connection asks of its writer, in this order: chunks, then `Finish` (when
-/// hashing), `Sync`, `Publish`.
+/// What the connection asks of its writer, in this order.
 enum Job {
-    /// Hash (if asked) and append the whole buffer.
-    Write(Vec<u8>),
-    /// The body is complete: report its SHA-256.
-    Finish,
+    /// Read the body to its end into the file, hashing it (if asked) and counting it against
+    /// the reservation. A body shorter than `declared` is an error.
+    Receive {
+        body: Body,
+        declared: Option<u64>,
+        quota: Option<Reservation>,
+    },
     /// fsync the file.
     Sync,
     /// Link the file in place under the target name and, if it is new, fsync the directory.
@@ -137,11 +139,9 @@ enum Report {
     /// The temp file exists. Its name travels as a [`TempPath`], so a report nobody
     /// receives (the request went away meanwhile) still removes the file.
     Opened(io::Result<TempPath>),
-    /// A buffer is written: fill it again.
-    Written(Vec<u8>),
-    /// A write failed (ENOSPC, EDQUOT, EIO); the writer has closed the file and stopped.
-    Failed(io::Error),
-    Hashed(Option<String>),
+    /// How the body went, and the reservation back. After an error the writer has closed
+    /// the file and stopped (so once the connection removes the name, the space is free).
+    Received(Result<Received, Error>, Option<Reservation>),
     Synced(io::Result<()>),
     /// How publishing went and, if the object is new, the directory fsync.
     Published(io::Result<Stored>, io::Result<()>),
@@ -161,11 +161,8 @@ struct Open {
 pub(crate) struct TempObject {
     temp: TempPath,
     target: PathBuf,
-    hash: bool,
     jobs: Sender<Job>,
     reports: Receiver<Report>,
-    /// Buffers made so far (at most `BUFFERS`); after that, written ones come back.
-    buffers: usize,
 }
 
 impl TempObject {
@@ -187,10 +184,9 @@ impl TempObject {
             hash,
             rename_lock: repos.rename_lock(),
         };
-        // Room for every report and job that can be outstanding: all buffers plus one
-        // request, so neither side ever waits for space.
-        let (jobs, jobs_in) = channel::bounded(BUFFERS + 1);
-        let (reports_out, reports) = channel::bounded(BUFFERS + 1);
+        // One job and its report are outstanding at a time.
+        let (jobs, jobs_in) = channel::bounded(1);
+        let (reports_out, reports) = channel::bounded(1);
         std::thread::Builder::new()
             .name("upload".into())
             .stack_size(WRITER_STACK)
@@ -202,101 +198,40 @@ impl TempObject {
         Ok(TempObject {
             temp,
             target,
-            hash,
             jobs,
             reports,
-            buffers: 0,
         })
     }
 
-    /// Reads `body` to its end into the temp file, counting against `quota` and hashing (if
-    /// asked at creation) as it goes. A body shorter than `declared` is an error (the client
-    /// went away).
-    pub(crate) async fn receive<R: AsyncRead + Unpin>(
+    /// Has the writer read `body` to its end into the temp file, counting against `quota` and
+    /// hashing (if asked at creation) as it goes; gives the reservation back with the result.
+    /// A body shorter than `declared` is an error (the client went away).
+    pub(crate) async fn receive(
         &mut self,
-        body: &mut R,
+        body: Body,
         declared: Option<u64>,
-        mut quota: Option<&mut Reservation>,
-    ) -> Result<Received, Error> {
-        let mut len = 0u64;
-        loop {
-            let mut buf = self.buffer().await?;
-            let n = fill(body, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            len += n as u64;
-            if let Some(q) = quota.as_deref_mut() {
-                q.grow(len).map_err(|_| Error::QuotaExceeded)?;
-            }
-            buf.truncate(n);
-            self.send(Job::Write(buf)).await?;
-            if n < BODY_CHUNK {
-                break;
-            }
-        }
-        check_complete(len, declared)?;
-        let sha256 = if self.hash {
-            self.send(Job::Finish).await?;
-            match self.reply().await? {
-                Report::Hashed(h) => h,
-                _ => return Err(out_of_step().into()),
-            }
-        } else {
-            None
-        };
-        Ok(Received { len, sha256 })
-    }
-
-    /// A buffer to fill: a new one while fewer than `BUFFERS` exist, else the next one the
-    /// writer is done with.
-    async fn buffer(&mut self) -> io::Result<Vec<u8>> {
-        if self.buffers < BUFFERS {
-            self.buffers += 1;
-            return Ok(vec![0u8; BODY_CHUNK]);
-        }
+        quota: Option<Reservation>,
+    ) -> Result<(Received, Option<Reservation>), Error> {
+        self.send(Job::Receive {
+            body,
+            declared,
+            quota,
+        })
+        .await?;
         match self.report().await? {
-            Report::Written(mut buf) => {
-                // Only the last chunk of a body is short; give the buffer its full size back.
-                buf.resize(BODY_CHUNK, 0);
-                Ok(buf)
-            }
-            _ => Err(out_of_step()),
+            Report::Received(got, quota) => Ok((got?, quota)),
+            _ => Err(out_of_step().into()),
         }
     }
 
-    /// Hands a job to the writer. If the writer has stopped, its report says why.
+    /// Hands a job to the writer.
     async fn send(&mut self, job: Job) -> io::Result<()> {
-        if self.jobs.send(job).await.is_ok() {
-            return Ok(());
-        }
-        loop {
-            match self.reports.recv().await {
-                Ok(Report::Failed(e)) => return Err(e),
-                Ok(_) => {}
-                Err(_) => return Err(stopped()),
-            }
-        }
+        self.jobs.send(job).await.map_err(|_| stopped())
     }
 
-    /// The writer's next report. A failed write(2) comes back as itself (ENOSPC, EDQUOT,
-    /// EIO), so the status (507 or 500) is decided on it.
+    /// The writer's answer to the last job.
     async fn report(&mut self) -> io::Result<Report> {
-        match self.reports.recv().await {
-            Ok(Report::Failed(e)) => Err(e),
-            Ok(r) => Ok(r),
-            Err(_) => Err(stopped()),
-        }
-    }
-
-    /// The answer to the last request, past the buffers still coming back.
-    async fn reply(&mut self) -> io::Result<Report> {
-        loop {
-            match self.report().await? {
-                Report::Written(_) => {}
-                r => return Ok(r),
-            }
-        }
+        self.reports.recv().await.map_err(|_| stopped())
     }
 
     /// Makes the upload durable and visible: fsync the file, publish it under the target
@@ -310,7 +245,7 @@ impl TempObject {
     ) -> Result<Stored, Error> {
         // fsync before publishing, or a crash could expose an empty or partial object.
         self.send(Job::Sync).await?;
-        let synced = match self.reply().await? {
+        let synced = match self.report().await? {
             Report::Synced(r) => r,
             _ => return Err(out_of_step().into()),
         };
@@ -318,7 +253,7 @@ impl TempObject {
         repos.tolerate_no_fsync(synced, temp_path)?;
 
         self.send(Job::Publish).await?;
-        let (stored, dir_synced) = match self.reply().await? {
+        let (stored, dir_synced) = match self.report().await? {
             Report::Published(stored, dir_synced) => (stored?, dir_synced),
             _ => return Err(out_of_step().into()),
         };
@@ -345,8 +280,10 @@ fn out_of_step() -> io::Error {
 }
 
 /// The writer thread of one upload: opens the temp file, then does the jobs in order until
-/// `Publish`, a failed write, or the connection dropping its end (the upload was abandoned;
-/// the connection's [`TempPath`] removes the file).
+/// `Publish`, a failed body, or the connection dropping its end (the upload was abandoned;
+/// the connection's [`TempPath`] removes the file). While it reads a body it notices a
+/// dropped connection task only when the body ends or the 60 s inactivity timeout fires;
+/// tasks are dropped only at shutdown, just before the process exits.
 fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
     let (mut file, temp) = match create_temp(&open) {
         Ok(created) => created,
@@ -361,25 +298,30 @@ fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
         // removed it.
         return;
     }
-    let mut hasher = open.hash.then(Sha256::new);
     while let Ok(job) = jobs.recv_blocking() {
         let report = match job {
-            Job::Write(buf) => {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&buf);
+            Job::Receive {
+                mut body,
+                declared,
+                mut quota,
+            } => {
+                // The body's socket is async: this thread waits on it like a task would.
+                let got = smol::block_on(pour(
+                    &mut body,
+                    &mut file,
+                    open.hash,
+                    declared,
+                    quota.as_mut(),
+                ));
+                if got.is_err() {
+                    // Closed before reporting: once the client hears 507 and the
+                    // connection has removed the name, the space is free again.
+                    drop(file);
+                    let _ = reports.send_blocking(Report::Received(got, quota));
+                    return;
                 }
-                match file.write_all(&buf) {
-                    Ok(()) => Report::Written(buf),
-                    Err(e) => {
-                        // Closed before reporting: once the client hears 507 and the
-                        // connection has removed the name, the space is free again.
-                        drop(file);
-                        let _ = reports.send_blocking(Report::Failed(e));
-                        return;
-                    }
-                }
+                Report::Received(got, quota)
             }
-            Job::Finish => Report::Hashed(hasher.take().map(|h| hex(&h.finalize()))),
             Job::Sync => Report::Synced(file.sync_all()),
             Job::Publish => {
                 drop(file);
@@ -397,6 +339,91 @@ fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
         };
         if reports.send_blocking(report).is_err() {
             return;
+        }
+    }
+}
+
+/// Reads `body` to its end into `file` in whole chunks, counting each against `quota` before
+/// it is written and hashing it (with `hash`); starts writeback as it goes. Blocking file
+/// writes between the awaits: for the writer thread only.
+async fn pour<R: AsyncRead + Unpin>(
+    body: &mut R,
+    file: &mut File,
+    hash: bool,
+    declared: Option<u64>,
+    mut quota: Option<&mut Reservation>,
+) -> Result<Received, Error> {
+    let mut buf = vec![0u8; BODY_CHUNK];
+    let mut hasher = hash.then(Sha256::new);
+    let mut early = Writeback::default();
+    let mut len = 0u64;
+    loop {
+        let n = fill(body, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        if let Some(q) = quota.as_deref_mut() {
+            q.grow(len).map_err(|_| Error::QuotaExceeded)?;
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        file.write_all(&buf[..n])?;
+        early.advise(file, n);
+        if n < BODY_CHUNK {
+            break;
+        }
+    }
+    check_complete(len, declared)?;
+    Ok(Received {
+        len,
+        sha256: hasher.map(|h| hex(&h.finalize())),
+    })
+}
+
+/// How much of an upload may sit dirty in the page cache before the writer asks the kernel
+/// to start writing it out (BENCHMARKS.md, "Early writeback": 1 MiB measured against 256 KiB
+/// and 4 MiB).
+const WRITEBACK_WINDOW: u64 = 1024 * 1024;
+
+/// Starts writeback while the body still arrives, so that the disk works while the network
+/// does, instead of all at once in the final fsync with the CPUs idle; and drops the pages
+/// already written back, so that uploads do not push everything else out of the page cache
+/// of a small machine (backups are rarely read back soon).
+///
+/// `posix_fadvise(POSIX_FADV_DONTNEED)` does both on Linux: it starts asynchronous writeback
+/// of the range's dirty pages, then evicts those that are clean. Each window is advised twice:
+/// once when it is complete, to start its writeback, and once more with the next window, by
+/// when it is written out and can be evicted. It is advice: errors are ignored (tmpfs, some
+/// FUSE file systems), and durability still comes from the fsync before publishing.
+#[derive(Debug, Default)]
+struct Writeback {
+    /// Bytes written to the file so far.
+    written: u64,
+    /// Start of the window advised once already: evicted at the next advice.
+    evict_from: u64,
+    /// Where the bytes not yet advised begin.
+    advised_to: u64,
+}
+
+impl Writeback {
+    /// Counts `n` more bytes written; returns the range `(offset, len)` to advise now, if any.
+    fn wrote(&mut self, n: usize) -> Option<(u64, u64)> {
+        self.written += n as u64;
+        if self.written - self.advised_to < WRITEBACK_WINDOW {
+            return None;
+        }
+        let range = (self.evict_from, self.written - self.evict_from);
+        self.evict_from = self.advised_to;
+        self.advised_to = self.written;
+        Some(range)
+    }
+
+    fn advise(&mut self, file: &File, n: usize) {
+        if let Some((offset, len)) = self.wrote(n) {
+            let len = std::num::NonZeroU64::new(len);
+            let _ = rustix::fs::fadvise(file, offset, len, rustix::fs::Advice::DontNeed);
         }
     }
 }
@@ -503,7 +530,7 @@ mod tests {
 
     #[test]
     fn body_of_several_chunks_lands_intact() {
-        // Recycled buffers: chunks must reach the file whole and in order, and be hashed so.
+        // Chunks must reach the file whole and in order, and be hashed so.
         let dir = std::env::temp_dir().join(format!("upload-chunks-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let repos = Repos::new(dir.clone(), false);
@@ -514,9 +541,8 @@ mod tests {
                 let mut temp = TempObject::create(&repos, target.clone(), false, true)
                     .await
                     .unwrap();
-                let mut body: &[u8] = &data;
-                let got = temp.receive(&mut body, Some(len as u64), None).await;
-                let got = got.unwrap();
+                let body = Body::from(data.clone());
+                let (got, _) = temp.receive(body, Some(len as u64), None).await.unwrap();
                 assert_eq!(got.len, len as u64);
                 assert_eq!(got.sha256, Some(hex(&Sha256::digest(&data))));
                 assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);
@@ -524,6 +550,26 @@ mod tests {
             assert!(fs::read(&target).unwrap() == data, "{len} bytes");
         }
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writeback_advises_each_window_twice_then_leaves_it() {
+        const W: u64 = WRITEBACK_WINDOW;
+        let mut wb = Writeback::default();
+        let chunk = BODY_CHUNK;
+        let per_window = (W / chunk as u64) as usize;
+        let mut advised = Vec::new();
+        for _ in 0..per_window * 3 + 1 {
+            advised.extend(wb.wrote(chunk));
+        }
+        // Window 1 is started; windows 1+2 (1 now written, evicted); windows 2+3.
+        assert_eq!(advised, vec![(0, W), (0, 2 * W), (W, 2 * W)]);
+        // Short writes add up; nothing is advised before a whole window is.
+        let mut wb = Writeback::default();
+        assert_eq!(wb.wrote(1), None);
+        assert_eq!(wb.wrote(W as usize - 2), None);
+        assert_eq!(wb.wrote(1), Some((0, W)));
+        assert_eq!(wb.wrote(W as usize + 5), Some((0, 2 * W + 5)));
     }
 
     #[test]

@@ -431,6 +431,50 @@ fn upload_of_256_mib_keeps_memory_flat() {
 }
 
 #[test]
+fn a_large_upload_is_written_back_as_it_arrives_and_leaves_the_page_cache() {
+    // Early writeback (upload.rs, `Writeback`): the object's pages are written out and dropped
+    // while the body arrives, so at the end only the last window or two are still cached. A
+    // 32 MiB upload sent at a steady 20 MiB/s (a window is evicted if it was written out
+    // within 100 ms, so even a slow or busy disk keeps up) must leave less than a quarter of
+    // itself in the page cache; without early writeback all of it stays there. `fincore`
+    // (util-linux-extra) reads the residency.
+    let s = Server::start_in(TempDir::on_disk("writeback"), &["--no-auth"]);
+    s.create_repo("r");
+    const MIB: usize = 1 << 20;
+    let piece = random_bytes(MIB, 5);
+    let id = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for _ in 0..32 {
+            h.update(&piece);
+        }
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut c = s.connect();
+    c.write_all(post_head(&format!("/r/data/{id}"), 32 * MIB).as_bytes())
+        .unwrap();
+    for _ in 0..32 {
+        c.write_all(&piece).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = read_response(&mut BufReader::new(c), "POST");
+    assert_eq!(r.status, 200);
+    let object = s.data.join(format!("r/data/{}/{id}", &id[..2]));
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(&object)
+        .output()
+        .expect("fincore (Debian package util-linux-extra) must be installed");
+    assert!(out.status.success(), "{out:?}");
+    let resident: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    eprintln!("{resident} of {} bytes still in the page cache", 32 * MIB);
+    assert!(resident < 8 * MIB, "{resident} bytes still cached");
+}
+
+#[test]
 fn listing_100k_objects_streams_in_flat_memory() {
     // SPEC 3: a large repo lists in constant memory (the JSON is ~8.5 MB here).
     let s = Server::start(&[]);

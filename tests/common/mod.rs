@@ -17,9 +17,37 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
+        TempDir::below(&std::env::temp_dir(), name)
+    }
+
+    /// A temp dir below cargo's target directory (`CARGO_TARGET_TMPDIR`), for tests that
+    /// need a disk rather than whatever `/tmp` is (tmpfs has no writeback). That is normally
+    /// the disk of the checkout; [`TempDir::assert_writeback`] says so if it is not.
+    pub fn on_disk(name: &str) -> TempDir {
+        let dir = TempDir::below(Path::new(env!("CARGO_TARGET_TMPDIR")), name);
+        dir.assert_writeback();
+        dir
+    }
+
+    /// Fails with a clear message where the page cache is never written back to a disk.
+    pub fn assert_writeback(&self) {
+        let out = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(&self.0)
+            .output()
+            .expect("stat");
+        let fs = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            !matches!(fs.as_str(), "tmpfs" | "ramfs"),
+            "{} is on {fs}: this test needs a disk-backed CARGO_TARGET_DIR",
+            self.0.display()
+        );
+    }
+
+    fn below(base: &Path, name: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "rest-server-test-{name}-{}-{n}",
             std::process::id()
         ));
