@@ -68,8 +68,12 @@ pub(crate) struct ObjectId(String);
 
 impl ObjectId {
     pub(crate) fn parse(s: &str) -> Option<ObjectId> {
-        let ok = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        ok.then(|| ObjectId(s.to_owned()))
+        ObjectId::is_valid(s).then(|| ObjectId(s.to_owned()))
+    }
+
+    /// Whether `s` is an id: 64 lowercase hex digits.
+    pub(crate) fn is_valid(s: &str) -> bool {
+        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     }
 
     pub(crate) fn as_str(&self) -> &str {
