@@ -10,6 +10,7 @@ usage: scripts/loadgen-ab.py NAME_A BIN_A NAME_B BIN_B N [loadgen options...]
   e.g. scripts/loadgen-ab.py base /tmp/rs-base perf target/release/rest-server 5 --only upload
 env:   LOADGEN (default target/release/examples/loadgen), AB_DIR (run JSON files, default
        a new directory under /tmp); loadgen's own --dir etc. go among the options.
+       AB_SUMMARIZE=1 runs nothing and prints the table of the N runs already in AB_DIR.
 """
 import json, os, statistics, subprocess, sys, tempfile
 
@@ -25,11 +26,12 @@ for i in range(int(n)):
     first, second = ((na, a), (nb, b)) if i % 2 == 0 else ((nb, b), (na, a))
     js = f'{out}/run{i}.json'
     load = open('/proc/loadavg').read().split()[0]
-    subprocess.run([loadgen, '--json', js,
-                    '--server', f'{first[1]} --path {{path}} --listen {{listen}}',
-                    '--compare', f'{second[1]} --path {{path}} --listen {{listen}}',
-                    '--names', f'{first[0]},{second[0]}'] + extra,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    if not os.environ.get('AB_SUMMARIZE'):
+        subprocess.run([loadgen, '--json', js,
+                        '--server', f'{first[1]} --path {{path}} --listen {{listen}}',
+                        '--compare', f'{second[1]} --path {{path}} --listen {{listen}}',
+                        '--names', f'{first[0]},{second[0]}'] + extra,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     for s in json.load(open(js))['servers']:
         for scenario, metrics in s['scenarios'].items():
             for metric, v in metrics.items():
