@@ -41,6 +41,7 @@ print(f'{"scenario":17} {"metric":40} {na:>10} {nb:>10} {nb + "/" + na:>9}  per 
 for (scenario, metric), per in sorted(values.items()):
     if na in per and nb in per:
         ma, mb = statistics.median(per[na]), statistics.median(per[nb])
-        ratio = f'{mb / ma:9.2f}' if ma else ' ' * 9
+        # No ratio to a base that prints as 0.00 (e.g. others' CPU of 1e-13 s): it means nothing.
+        ratio = f'{mb / ma:9.2f}' if abs(ma) >= 0.005 else ' ' * 9
         runs = ' '.join(f'{x:.2f}' for x in per[na]) + ' | ' + ' '.join(f'{x:.2f}' for x in per[nb])
         print(f'{scenario:17} {metric:40} {ma:10.2f} {mb:10.2f} {ratio}  {runs}')
