@@ -12,6 +12,7 @@ mod auth;
 mod budget;
 mod cli;
 mod error;
+mod framing;
 mod handler;
 mod htpasswd;
 mod http;

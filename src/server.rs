@@ -4,6 +4,7 @@
 //! `handler::handle`.
 
 use crate::cli::{Config, Listen};
+use crate::framing::{Framing, Refused};
 use crate::handler::{self, State};
 use async_signal::{Signal, Signals};
 use smol::future::FutureExt as _;
@@ -17,8 +18,8 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -282,15 +283,18 @@ async fn connection<S>(stream: S, peer: String, state: Arc<State>)
 where
     S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
 {
-    let stop_reading = Arc::new(AtomicBool::new(false));
+    let conn = Arc::new(Conn {
+        stop_reading: AtomicBool::new(false),
+        framing: Mutex::new(Framing::new()),
+    });
     let busy = Arc::new(AtomicBool::new(false));
-    let io = Timed::new(stream.clone(), stop_reading.clone());
+    let io = Timed::new(stream.clone(), conn.clone());
     let peer: Arc<str> = peer.into();
     let endpoint = {
         let peer = peer.clone();
-        let (state, stop_reading, busy) = (state.clone(), stop_reading.clone(), busy.clone());
+        let (state, conn, busy) = (state.clone(), conn.clone(), busy.clone());
         move |req| {
-            let (state, peer, stop_reading) = (state.clone(), peer.clone(), stop_reading.clone());
+            let (state, peer, conn) = (state.clone(), peer.clone(), conn.clone());
             state.in_flight.fetch_add(1, Ordering::Relaxed);
             busy.store(true, Ordering::Relaxed);
             async move {
@@ -300,7 +304,7 @@ where
                     .is_some_and(|c| c.as_str() == "close")
                 {
                     // Stop async-h1 from draining an unread body: reads now see EOF.
-                    stop_reading.store(true, Ordering::Relaxed);
+                    conn.stop_reading.store(true, Ordering::Relaxed);
                 }
                 Ok(res)
             }
@@ -308,6 +312,8 @@ where
     };
     let mut server = async_h1::server::Server::new(io, endpoint);
     loop {
+        // async-h1 reads the next request head now (the last body is consumed).
+        conn.framing().expect_head();
         let result = server.accept_one().await;
         // The response is written (or failed): the request is no longer in flight.
         if busy.swap(false, Ordering::Relaxed) {
@@ -319,12 +325,32 @@ where
             Ok(_) => break,
             Err(e) => {
                 log::debug!("connection from {peer}: {e}");
+                let refused = conn.framing().refused().filter(|r| r.in_head());
+                if let Some(why) = refused {
+                    // async-h1 got no request, so it answers nothing: we do.
+                    refuse_head(&mut Timed::new(stream.clone(), conn.clone()), why).await;
+                    conn.stop_reading.store(true, Ordering::Relaxed);
+                }
                 break;
             }
         }
     }
-    if stop_reading.load(Ordering::Relaxed) {
+    if conn.stop_reading.load(Ordering::Relaxed) {
         linger(stream).await;
+    }
+}
+
+/// Answers 400 to a request head that [`Framing`] refused (before async-h1 parsed it), and
+/// says why in the body.
+async fn refuse_head<S: AsyncWrite + Unpin>(io: &mut S, why: Refused) {
+    let body = format!("{why}\n");
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if io.write_all(answer.as_bytes()).await.is_ok() {
+        let _ = io.flush().await;
     }
 }
 
@@ -351,12 +377,28 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         .await;
 }
 
+/// What the clones of one connection's [`Timed`] share (async-h1 reads through one clone per
+/// request and writes through another).
+struct Conn {
+    /// Reads end (EOF) once we have decided to close.
+    stop_reading: AtomicBool,
+    /// Where the request stream is; what async-h1 must not see (`framing.rs`).
+    framing: Mutex<Framing>,
+}
+
+impl Conn {
+    fn framing(&self) -> MutexGuard<'_, Framing> {
+        self.framing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A connection with an inactivity timeout on every read and write, a switch that makes
-/// reads end (EOF) once we have decided to close, and the write gathering of large
-/// responses (`WRITE_BUFFER`).
+/// reads end (EOF) once we have decided to close, the checks of [`Framing`] on every byte
+/// read before async-h1 parses it, and the write gathering of large responses
+/// (`WRITE_BUFFER`).
 struct Timed<S> {
     inner: S,
-    stop_reading: Arc<AtomicBool>,
+    conn: Arc<Conn>,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
     /// Gathered response bytes; `wbuf[wpos..]` is not yet sent.
@@ -368,15 +410,15 @@ struct Timed<S> {
 
 impl<S: Clone> Clone for Timed<S> {
     fn clone(&self) -> Self {
-        Timed::new(self.inner.clone(), self.stop_reading.clone())
+        Timed::new(self.inner.clone(), self.conn.clone())
     }
 }
 
 impl<S> Timed<S> {
-    fn new(inner: S, stop_reading: Arc<AtomicBool>) -> Self {
+    fn new(inner: S, conn: Arc<Conn>) -> Self {
         Timed {
             inner,
-            stop_reading,
+            conn,
             read_timer: None,
             write_timer: None,
             wbuf: Vec::new(),
@@ -434,12 +476,47 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        if self.stop_reading.load(Ordering::Relaxed) {
+        if self.conn.stop_reading.load(Ordering::Relaxed) || buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        with_timeout(&mut this.read_timer, cx, poll)
+        loop {
+            let (held, refused) = {
+                let framing = this.conn.framing();
+                (framing.held_cr, framing.refused())
+            };
+            // Refused (after handing on what preceded it): no more reads, not even waiting.
+            if let Some(why) = refused {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+            }
+            // A CR held back from the last read goes first (`Framing::scan`).
+            let start = usize::from(held);
+            if held {
+                buf[0] = b'\r';
+                if buf.len() == 1 {
+                    this.conn.framing().held_cr = false;
+                    return Poll::Ready(Ok(1));
+                }
+            }
+            let poll = Pin::new(&mut this.inner).poll_read(cx, &mut buf[start..]);
+            let n = ready!(with_timeout(&mut this.read_timer, cx, poll))?;
+            let mut framing = this.conn.framing();
+            if held {
+                framing.held_cr = false;
+                if n == 0 {
+                    let e = "connection closed inside the last line of a chunked body";
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
+                }
+            }
+            match framing.scan(&buf[start..start + n]) {
+                // Nothing to hand on but a held CR, and no EOF: read on.
+                Ok(0) if start == 0 && n > 0 => continue,
+                Ok(keep) => return Poll::Ready(Ok(start + keep)),
+                Err(why) => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+                }
+            }
+        }
     }
 }
 
