@@ -15,7 +15,7 @@ use std::fs::{self, DirBuilder, File};
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,7 +142,15 @@ impl Repos {
     pub(crate) async fn open(&self, path: &Path) -> io::Result<Option<(File, u64)>> {
         let path = path.to_owned();
         smol::unblock(move || {
-            let file = match File::open(&path) {
+            // O_NONBLOCK: opening a FIFO (or a device) someone put in the repository must not
+            // wait forever for a writer on a pool thread; regular files ignore the flag, and
+            // anything else is refused just below.
+            let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+            let opened = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nonblock)
+                .open(&path);
+            let file = match opened {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),

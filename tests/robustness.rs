@@ -692,3 +692,26 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
     wait_until(10, "no descriptor left behind", || fds() < before + 5);
     assert_eq!(s.post("/r/config", b"cfg").status, 200);
 }
+
+#[test]
+fn a_fifo_in_the_repository_is_not_found_and_blocks_nothing() {
+    // Opening a FIFO waits for a writer: each GET of one used to hold a blocking-pool thread
+    // forever (and after ~500 of them, every disk operation of the server waited).
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let id = "f".repeat(64);
+    for p in [s.data.join("r/config"), s.data.join(format!("r/keys/{id}"))] {
+        let made = std::process::Command::new("mkfifo").arg(&p).status();
+        assert!(made.unwrap().success());
+    }
+    // A hang fails at the client's 30 s read timeout.
+    for _ in 0..5 {
+        assert_eq!(s.get("/r/config").status, 404);
+        assert_eq!(s.get(&format!("/r/keys/{id}")).status, 404);
+        assert_eq!(s.head("/r/config").status, 404);
+    }
+    let body = b"k".to_vec();
+    let kid = sha256_hex(&body);
+    assert_eq!(s.post(&format!("/r/keys/{kid}"), &body).status, 200);
+    assert_eq!(s.get(&format!("/r/keys/{kid}")).body, body);
+}
