@@ -16,6 +16,7 @@ use crate::upload::{self, Stored, TempObject};
 use crate::watch::Watched;
 use http_types::{Body, Request, Response, StatusCode};
 use smol::io::BufReader;
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -379,6 +380,16 @@ async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<
     Ok(res)
 }
 
+/// A body length as http-types takes it (`usize`). On 32-bit builds (armv7, armv6) a file of
+/// 4 GiB or more does not fit: refused (500) rather than announced with a wrong length.
+/// restic never writes such a file.
+fn body_len(n: u64) -> Result<usize, Error> {
+    usize::try_from(n).map_err(|_| {
+        let e = format!("{n} bytes: too large to send on this 32-bit build");
+        Error::Io(io::Error::other(e))
+    })
+}
+
 async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
     let size = st
         .repos
@@ -387,7 +398,7 @@ async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Erro
         .ok_or(Error::NotFound)?;
     let mut res = ok();
     // A body that is never sent (HEAD) but gives the Content-Length.
-    res.set_body(Body::from_reader(smol::io::empty(), Some(size as usize)));
+    res.set_body(Body::from_reader(smol::io::empty(), Some(body_len(size)?)));
     res.insert_header("Accept-Ranges", "bytes");
     Ok(res)
 }
@@ -410,7 +421,7 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
     };
     res.set_body(Body::from_reader(
         Repos::stream(f, start, len),
-        Some(len as usize),
+        Some(body_len(len)?),
     ));
     res.insert_header("Accept-Ranges", "bytes");
     res.insert_header("Content-Type", "application/octet-stream");
@@ -511,4 +522,21 @@ fn error_response(e: &Error) -> Response {
         _ => None,
     };
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_len_refuses_only_what_usize_cannot_hold() {
+        assert_eq!(body_len(0).unwrap(), 0);
+        assert_eq!(body_len(u64::from(u32::MAX)).unwrap(), u32::MAX as usize);
+        match (usize::MAX as u64).checked_add(1) {
+            // 32-bit builds: 4 GiB is one byte too many.
+            Some(too_big) => assert!(matches!(body_len(too_big), Err(Error::Io(_)))),
+            // 64-bit builds: every file length fits.
+            None => assert_eq!(body_len(u64::MAX).unwrap(), usize::MAX),
+        }
+    }
 }
