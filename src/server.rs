@@ -1,6 +1,7 @@
 //! Listeners (TCP, `unix:`, systemd's `LISTEN_FDS`), one task per connection on our own
 //! multi-threaded executor, the TLS handshake inside that task, I/O timeouts, signals and
-//! graceful shutdown. Knows nothing of restic paths or users: each request goes to
+//! graceful shutdown, and the checks of every byte read before async-h1 parses it
+//! (`framing.rs`). Knows nothing of restic paths or users: each request goes to
 //! `handler::handle`.
 
 use crate::cli::{Config, Listen};
