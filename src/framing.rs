@@ -150,6 +150,9 @@ impl Framing {
     /// handler a body to fail on) when the bad byte came in the same read. The refusal is
     /// the answer to every later read, and to this one when nothing precedes it.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<usize, Refused> {
+        if bytes.is_empty() {
+            return Ok(0); // EOF stays EOF, in any state
+        }
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -189,8 +192,15 @@ impl Framing {
             match next {
                 Ok(s) => self.state = s,
                 Err(r) => {
+                    // Refused right after the CR that follows the last chunk: that CR is not
+                    // handed on either, or the decoder would wait for its LF forever. (At
+                    // i = 0 the CR was held back from the last read: nothing to hand on.)
+                    let keep = match self.state {
+                        State::TrailerLf => i.saturating_sub(1),
+                        _ => i,
+                    };
                     self.state = State::Refused(r);
-                    return if i > 0 { Ok(i) } else { Err(r) };
+                    return if keep > 0 { Ok(keep) } else { Err(r) };
                 }
             }
             i += 1;
@@ -330,6 +340,31 @@ mod tests {
         assert_eq!(f.scan(input.as_bytes()), Ok(at));
         assert_eq!(f.scan(b"more"), Err(Refused::NonAsciiHeader));
         // EOF stays EOF.
+        assert_eq!(f.scan(b""), Ok(0));
+    }
+
+    #[test]
+    fn a_refusal_after_the_last_cr_does_not_hand_that_cr_on() {
+        // Found in review: "0\r\n\rX" in one read handed on "...0\r\n\r", and async-h1's
+        // decoder waited forever for the LF.
+        let h = head("Transfer-Encoding: chunked\r\n");
+        for tail in ["0\r\n\rX", "0\r\n\r\r"] {
+            let input = format!("{h}{tail}");
+            let mut f = Framing::new();
+            let keep = f.scan(input.as_bytes()).unwrap();
+            assert_eq!(&input.as_bytes()[..keep], format!("{h}0\r\n").as_bytes());
+            assert_eq!(f.refused(), Some(Refused::ChunkSyntax));
+        }
+        // The same with the CR held back from an earlier read: nothing more is handed on.
+        let mut f = Framing::new();
+        let first = format!("{h}0\r\n\r");
+        assert_eq!(f.scan(first.as_bytes()), Ok(first.len() - 1));
+        assert!(f.held_cr);
+        f.held_cr = false;
+        assert_eq!(f.scan(b"X"), Err(Refused::ChunkSyntax));
+        // And an empty read is EOF in any state.
+        let mut f = Framing::new();
+        f.state = State::TrailerLf;
         assert_eq!(f.scan(b""), Ok(0));
     }
 

@@ -493,11 +493,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
             // A CR held back from the last read goes first (`Framing::scan`).
             let start = usize::from(held);
             if held {
-                buf[0] = b'\r';
                 if buf.len() == 1 {
-                    this.conn.framing().held_cr = false;
-                    return Poll::Ready(Ok(1));
+                    // A lone CR would be what hangs the decoder; async-h1 always reads 8 KiB.
+                    let e = "a 1-byte read at the end of a chunked body";
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
                 }
+                buf[0] = b'\r';
             }
             let poll = Pin::new(&mut this.inner).poll_read(cx, &mut buf[start..]);
             let n = ready!(with_timeout(&mut this.read_timer, cx, poll))?;
