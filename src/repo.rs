@@ -145,7 +145,7 @@ impl Repos {
             // O_NONBLOCK: opening a FIFO (or a device) someone put in the repository must not
             // wait forever for a writer on a pool thread; regular files ignore the flag, and
             // anything else is refused just below.
-            let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+            let nonblock = OFlags::NONBLOCK.bits() as i32;
             let opened = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(nonblock)

@@ -58,27 +58,13 @@ pub(crate) enum Stored {
 }
 
 /// Reads `body` to its end and hashes it, storing nothing: the check of a retried upload
-/// whose object already exists. A body shorter than `declared` is an error.
+/// whose object already exists. A body shorter than `declared` is an error. With no file,
+/// nothing blocks: fine on an executor thread.
 pub(crate) async fn hash_body<R: AsyncRead + Unpin>(
     body: &mut R,
     declared: Option<u64>,
 ) -> Result<Received, Error> {
-    let mut buf = vec![0u8; BODY_CHUNK];
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    loop {
-        let n = fill(body, &mut buf).await?;
-        hasher.update(&buf[..n]);
-        len += n as u64;
-        if n < buf.len() {
-            break;
-        }
-    }
-    check_complete(len, declared)?;
-    Ok(Received {
-        len,
-        sha256: Some(hex(&hasher.finalize())),
-    })
+    pour(body, None, true, declared, None).await
 }
 
 /// Reads until `buf` is full or the body ends: the disk gets few, large writes. Returns how
@@ -308,7 +294,7 @@ fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
                 // The body's socket is async: this thread waits on it like a task would.
                 let got = smol::block_on(pour(
                     &mut body,
-                    &mut file,
+                    Some(&mut file),
                     open.hash,
                     declared,
                     quota.as_mut(),
@@ -343,12 +329,13 @@ fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
     }
 }
 
-/// Reads `body` to its end into `file` in whole chunks, counting each against `quota` before
-/// it is written and hashing it (with `hash`); starts writeback as it goes. Blocking file
-/// writes between the awaits: for the writer thread only.
+/// Reads `body` to its end in whole chunks, counting each against `quota`, hashing it (with
+/// `hash`) and writing it to `file` (if any, starting writeback as it goes). A body shorter
+/// than `declared` is an error. With a file, blocking writes come between the awaits: for
+/// the writer thread only.
 async fn pour<R: AsyncRead + Unpin>(
     body: &mut R,
-    file: &mut File,
+    mut file: Option<&mut File>,
     hash: bool,
     declared: Option<u64>,
     mut quota: Option<&mut Reservation>,
@@ -369,8 +356,10 @@ async fn pour<R: AsyncRead + Unpin>(
         if let Some(h) = hasher.as_mut() {
             h.update(&buf[..n]);
         }
-        file.write_all(&buf[..n])?;
-        early.advise(file, n);
+        if let Some(f) = file.as_deref_mut() {
+            f.write_all(&buf[..n])?;
+            early.advise(f, n);
+        }
         if n < BODY_CHUNK {
             break;
         }
