@@ -378,17 +378,7 @@ fn upload_of_256_mib_keeps_memory_flat() {
     const LEN: usize = 256 << 20;
     // Hash while generating, so the test itself does not hold 256 MiB either.
     let chunk = random_bytes(1 << 20, 77);
-    let id = {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for _ in 0..LEN / chunk.len() {
-            h.update(&chunk);
-        }
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let id = sha256_repeated(&chunk, LEN / chunk.len());
     let mut c = s.connect();
     write!(
         c,
@@ -442,17 +432,7 @@ fn a_large_upload_is_written_back_as_it_arrives_and_leaves_the_page_cache() {
     s.create_repo("r");
     const MIB: usize = 1 << 20;
     let piece = random_bytes(MIB, 5);
-    let id = {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for _ in 0..32 {
-            h.update(&piece);
-        }
-        h.finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let id = sha256_repeated(&piece, 32);
     let mut c = s.connect();
     c.write_all(post_head(&format!("/r/data/{id}"), 32 * MIB).as_bytes())
         .unwrap();
@@ -674,12 +654,7 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
 
     // Any other request with such a body is answered, then closed: async-h1 used to wait
     // forever while draining it, keeping the socket open (one descriptor per request).
-    let fds = || {
-        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
-            .unwrap()
-            .count()
-    };
-    let before = fds();
+    let before = s.open_fds();
     for i in 0..20 {
         let mut c = s.connect();
         let head = "GET /r/config HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -694,7 +669,9 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
         let mut rest = Vec::new();
         std::io::Read::read_to_end(&mut r, &mut rest).expect("the server closes the connection");
     }
-    wait_until(10, "no descriptor left behind", || fds() < before + 5);
+    wait_until(10, "no descriptor left behind", || {
+        s.open_fds() < before + 5
+    });
     assert_eq!(s.post("/r/config", b"cfg").status, 200);
 }
 
@@ -719,18 +696,6 @@ fn a_fifo_in_the_repository_is_not_found_and_blocks_nothing() {
     let kid = sha256_hex(&body);
     assert_eq!(s.post(&format!("/r/keys/{kid}"), &body).status, 200);
     assert_eq!(s.get(&format!("/r/keys/{kid}")).body, body);
-}
-
-/// A small xorshift generator for the mutation test (seeded: the same requests every run).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
 }
 
 #[test]
@@ -778,9 +743,7 @@ fn mutated_requests_never_stop_the_server() {
         b"bytes=",
         b";",
     ];
-    let fd_dir = format!("/proc/{}/fd", s.pid());
-    let fds = || std::fs::read_dir(&fd_dir).unwrap().count();
-    let fds_before = fds();
+    let fds_before = s.open_fds();
     std::thread::scope(|sc| {
         for t in 0..4u64 {
             let (s, seeds) = (&s, &seeds);
@@ -824,5 +787,7 @@ fn mutated_requests_never_stop_the_server() {
         s.log_text()
     );
     assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
-    wait_until(10, "no descriptor left behind", || fds() < fds_before + 5);
+    wait_until(10, "no descriptor left behind", || {
+        s.open_fds() < fds_before + 5
+    });
 }

@@ -188,6 +188,13 @@ impl Server {
         self.child.id()
     }
 
+    /// How many file descriptors the server has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
@@ -438,24 +445,40 @@ pub fn close_write(s: &TcpStream) {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
+    sha256_repeated(data, 1)
+}
+
+/// The SHA-256 (hex) of `piece` repeated `times` times, without building it.
+pub fn sha256_repeated(piece: &[u8], times: usize) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut h = Sha256::new();
+    for _ in 0..times {
+        h.update(piece);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A small xorshift generator: the same sequence for the same seed, every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
 }
 
 /// Deterministic pseudo-random bytes.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..len).map(|_| (rng.next_u64() >> 24) as u8).collect()
 }
 
 pub fn b64(data: &[u8]) -> String {
