@@ -645,6 +645,14 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
         });
     }
 
+    // A client that closes right after that last CR (held back, waiting for its LF): 400.
+    let mut c = s.connect();
+    c.write_all(upto_last).unwrap();
+    c.write_all(b"0\r\n\r").unwrap();
+    close_write(&c);
+    assert_eq!(read_response(&mut BufReader::new(c), "POST").status, 400);
+    assert!(s.files_named(&id).is_empty());
+
     // The end of a body in pieces, even between its last CR and LF: the decoder used to
     // wait forever when the empty line after the last chunk came in two reads.
     let parts: [&[u8]; 4] = [upto_last, b"0\r\n", b"\r", b"\n"];
