@@ -150,8 +150,9 @@ fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
     )
 }
 
-/// Keeps a line one line: quotes, backslashes and control characters are escaped.
-fn escape(s: &str) -> String {
+/// Keeps a line one line: quotes, backslashes and control characters are escaped. For every
+/// request-derived field of a log line, here and in the server's own log.
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

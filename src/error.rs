@@ -4,7 +4,7 @@
 //! client went away); only [`Error::status`] decides what the client is told. Bodies are the
 //! status text; the detail carried here goes to the log, never to the client.
 
-use http_types::StatusCode;
+use hyper::StatusCode;
 use std::io;
 
 #[derive(Debug)]
@@ -42,17 +42,17 @@ impl Error {
     /// The one status decision of the server.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound => StatusCode::NotFound,
-            Error::MethodNotAllowed(_) => StatusCode::MethodNotAllowed,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest(_) | Error::HashMismatch | Error::ClientGone(_) => {
-                StatusCode::BadRequest
+                StatusCode::BAD_REQUEST
             }
-            Error::Unauthorized => StatusCode::Unauthorized,
-            Error::LoginFlood => StatusCode::TooManyRequests,
-            Error::Forbidden(_) | Error::Exists => StatusCode::Forbidden,
-            Error::RangeNotSatisfiable(_) => StatusCode::RequestedRangeNotSatisfiable,
-            Error::QuotaExceeded | Error::StorageFull(_) => StatusCode::InsufficientStorage,
-            Error::Io(_) => StatusCode::InternalServerError,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::LoginFlood => StatusCode::TOO_MANY_REQUESTS,
+            Error::Forbidden(_) | Error::Exists => StatusCode::FORBIDDEN,
+            Error::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::QuotaExceeded | Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -83,7 +83,7 @@ impl std::fmt::Display for Error {
             Error::RangeNotSatisfiable(size) => write!(f, "range not satisfiable (size {size})"),
             Error::StorageFull(e) | Error::ClientGone(e) | Error::Io(e) => e.fmt(f),
             Error::Exists => f.write_str("already exists"),
-            other => f.write_str(other.status().canonical_reason()),
+            other => f.write_str(other.status().canonical_reason().unwrap_or("error")),
         }
     }
 }
@@ -96,15 +96,15 @@ mod tests {
     fn disk_full_and_quota_are_507() {
         for kind in [io::ErrorKind::StorageFull, io::ErrorKind::QuotaExceeded] {
             let e = Error::from(io::Error::from(kind));
-            assert_eq!(e.status(), StatusCode::InsufficientStorage);
+            assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
         }
         assert_eq!(
             Error::from(io::Error::other("x")).status(),
-            StatusCode::InternalServerError
+            StatusCode::INTERNAL_SERVER_ERROR
         );
         for kind in [io::ErrorKind::NotFound, io::ErrorKind::NotADirectory] {
             let e = Error::from(io::Error::from(kind));
-            assert_eq!(e.status(), StatusCode::NotFound);
+            assert_eq!(e.status(), StatusCode::NOT_FOUND);
         }
     }
 }

@@ -1,22 +1,24 @@
-//! The one request pipeline, top to bottom: authenticate -> route -> policy -> operation ->
-//! response, then the access-log line. Every request-level failure becomes a response here
-//! (async-h1 would drop the connection on an `Err`), and every status comes from `error.rs`.
+//! The one request pipeline, top to bottom: check the head -> authenticate -> route ->
+//! policy -> operation -> response, then the access-log line. Every request-level failure
+//! becomes a response here, and every status comes from `error.rs`. (What hyper refuses
+//! before a request exists, such as a malformed head, hyper answers itself: see server.rs.)
 
 use crate::access::{Right, Rules};
-use crate::accesslog::{AccessLog, Entry};
+use crate::accesslog::{AccessLog, Entry, escape};
 use crate::auth::{self, Auth, Verdict};
+use crate::body::{Body, Response};
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
-use crate::http::{Range, parse_basic, parse_range, status_response};
+use crate::http::{Range, parse_basic, parse_range, query_value, status_response};
 use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
 use crate::quota::{Quota, SegmentLimit};
-use crate::repo::Repos;
+use crate::repo::{Occupant, Repos};
 use crate::route::{self, File, Kind, Op, RepoPath, Route};
-use crate::upload::{self, Stored, TempObject};
+use crate::upload::{self, Stored, TempObject, Turns};
 use crate::watch::Watched;
-use http_types::{Body, Request, Response, StatusCode};
-use smol::io::BufReader;
-use std::io;
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Version};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -24,11 +26,7 @@ use std::time::Instant;
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
 
-/// Uploads written at once; more wait for a turn. Each has a writer thread and a 128 KiB
-/// buffer (`upload.rs`), so a client opening hundreds of slow uploads must not get a thread
-/// each: 64 is far above what restic uses (a few connections) and bounds the writers' memory
-/// to ~8 MiB of buffers even on a router.
-const MAX_UPLOADS: usize = 64;
+pub(crate) type Request = hyper::Request<Incoming>;
 
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
 const METRICS_USER: &str = "metrics";
@@ -62,8 +60,8 @@ pub(crate) struct State {
     pub metrics: Option<Metrics>,
     /// `--prometheus-no-auth`: `/metrics` needs no credentials.
     pub metrics_no_auth: bool,
-    /// Turns for uploads: at most [`MAX_UPLOADS`] write at once.
-    pub uploads: smol::lock::Semaphore,
+    /// Turns to write a chunk of an upload (`upload.rs`).
+    pub uploads: Turns,
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     pub in_flight: AtomicUsize,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
@@ -108,7 +106,7 @@ impl State {
             access_log,
             metrics: cfg.prometheus.then(Metrics::new),
             metrics_no_auth: cfg.prometheus_no_auth,
-            uploads: smol::lock::Semaphore::new(MAX_UPLOADS),
+            uploads: Turns::new(upload::MAX_WRITERS),
             in_flight: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
         })
@@ -131,18 +129,16 @@ impl State {
 /// Handles one request; never fails (a failure is a response).
 pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response {
     let started = Instant::now();
-    let has_body = req.len().is_some_and(|n| n > 0) || req.header("Transfer-Encoding").is_some();
-    let route = route::parse(
-        req.method().as_ref(),
-        req.url().path(),
-        st.metrics.is_some(),
-    );
+    let has_body = req.body().size_hint().exact() != Some(0);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let route = route::parse(method.as_str(), &path, st.metrics.is_some());
     // --prometheus-no-auth: /metrics is open to anyone, as in the Go server.
     let open = st.metrics_no_auth && matches!(route, Ok(Route::Metrics));
-    let authenticated = if open {
-        Ok(None)
-    } else {
-        authenticate(st, &req, peer).await
+    let authenticated = match check_head(&req) {
+        Err(e) => Err(e),
+        Ok(()) if open => Ok(None),
+        Ok(()) => authenticate(st, &req, peer).await,
     };
     let (user, result) = match authenticated {
         Ok(user) => {
@@ -152,7 +148,8 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
         Err(e) => (None, Err(e)),
     };
     let mut res = result.unwrap_or_else(|e| {
-        let what = format!("{} {}", req.method(), req.url().path());
+        // Request-derived text is escaped: a name with an encoded newline forges no line.
+        let what = format!("{method} {}", escape(&path));
         if e.is_server_fault() {
             log::error!("{what}: {e}");
         } else {
@@ -160,43 +157,68 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
         }
         error_response(&e)
     });
-    // async-h1 would read and discard an unread request body before the next request; a
-    // refused upload must not make us swallow gigabytes, so such connections are closed.
+    // A refused upload's body is never read: closing (after the answer) is cheaper than
+    // swallowing gigabytes to reach the next request.
     if (has_body && !res.status().is_success()) || st.stopping.load(Ordering::Relaxed) {
-        res.insert_header("Connection", "close");
+        set(&mut res, header::CONNECTION, "close");
     }
     // Body bytes sent: a HEAD answer's Content-Length is never sent.
-    let bytes = match req.method() {
-        http_types::Method::Head => 0,
-        _ => res.len().unwrap_or(0) as u64,
+    let bytes = match method {
+        Method::HEAD => 0,
+        _ => res.body().len().unwrap_or(0),
     };
     log::debug!(
-        "{peer} {} {} {} -> {} ({bytes} bytes, {} ms)",
-        user.as_deref().unwrap_or("-"),
-        req.method(),
-        req.url().path(),
-        res.status(),
+        "{peer} {} {method} {} -> {} ({bytes} bytes, {} ms)",
+        escape(user.as_deref().unwrap_or("-")),
+        escape(&path),
+        res.status().as_u16(),
         started.elapsed().as_millis()
     );
     if let Some(log) = &st.access_log {
-        let url = req.url();
-        let uri = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
+        let uri = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
         };
-        let header = |name: &str| req.header(name).map_or("", |v| v.as_str());
+        let header = |name: HeaderName| {
+            req.headers().get(name).map_or(String::new(), |v| {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            })
+        };
         log.write(&Entry {
             host: peer,
             user: user.as_deref().unwrap_or(""),
-            method: req.method().as_ref(),
+            method: method.as_str(),
             uri: &uri,
-            status: res.status().into(),
+            status: res.status().as_u16(),
             bytes,
-            referer: header("Referer"),
-            user_agent: header("User-Agent"),
+            referer: &header(header::REFERER),
+            user_agent: &header(header::USER_AGENT),
         });
     }
     res
+}
+
+/// What hyper leaves to us of RFC 9112: an HTTP/1.1 request names exactly one `Host` (400
+/// otherwise, as the Go server answers). The path never comes from it.
+fn check_head(req: &Request) -> Result<(), Error> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    match (req.version(), hosts) {
+        (_, 2..) => Err(Error::BadRequest("more than one Host header")),
+        (Version::HTTP_11, 0) => Err(Error::BadRequest("HTTP/1.1 request without Host")),
+        _ => Ok(()),
+    }
+}
+
+/// A header's value as text; `None` if absent or not visible ASCII.
+fn header_str(req: &Request, name: impl header::AsHeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Sets a response header whose value is known to be valid.
+fn set(res: &mut Response, name: HeaderName, value: impl Into<String>) {
+    if let Ok(v) = HeaderValue::try_from(value.into()) {
+        res.headers_mut().insert(name, v);
+    }
 }
 
 /// Who is asking: `None` for anonymous (`--no-auth`), else the user name. `peer` is the
@@ -204,12 +226,12 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
 async fn authenticate(st: &State, req: &Request, peer: &str) -> Result<Option<String>, Error> {
     match &st.authn {
         Authn::Anonymous => Ok(None),
-        Authn::ProxyHeader(name) => match req.header(name.as_str()).map(|v| v.as_str()) {
+        Authn::ProxyHeader(name) => match header_str(req, name.as_str()) {
             Some(user) if !user.is_empty() => Ok(Some(user.to_owned())),
             _ => Err(Error::Unauthorized),
         },
         Authn::Htpasswd(auth) => {
-            let header = req.header("Authorization").map(|v| v.as_str());
+            let header = header_str(req, header::AUTHORIZATION);
             let (user, password) = header.and_then(parse_basic).ok_or(Error::Unauthorized)?;
             match auth.verify(&user, &password, peer).await {
                 Verdict::Ok => Ok(Some(user)),
@@ -247,7 +269,7 @@ async fn serve(
                 "access file: user {:?} has {:?} on /{}, needs {:?}",
                 user.unwrap_or("*"),
                 decision,
-                repo.joined(),
+                escape(&repo.joined()),
                 need
             );
             return Err(Error::Forbidden("not allowed by the access file"));
@@ -261,7 +283,7 @@ async fn serve(
             let res = get(st, &repo, &file, req).await?;
             // Bytes read = the body's Content-Length (the Range length for a 206), counted
             // when the response is built, not when its last byte has left: see metrics.rs.
-            let len = res.len().unwrap_or(0) as u64;
+            let len = res.body().len().unwrap_or(0);
             count(st, user, &repo, &file, BlobOp::Read, len);
             Ok(res)
         }
@@ -331,14 +353,13 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
         }
         report
     });
-    let mut res = ok();
-    res.set_body(m.render(&process, quota.as_ref()));
-    res.insert_header("Content-Type", metrics::CONTENT_TYPE);
+    let mut res = Response::new(Body::text(m.render(&process, quota.as_ref())));
+    set(&mut res, header::CONTENT_TYPE, metrics::CONTENT_TYPE);
     Ok(res)
 }
 
 fn ok() -> Response {
-    Response::new(StatusCode::Ok)
+    Response::new(Body::empty())
 }
 
 fn path_of(st: &State, repo: &RepoPath, file: &File) -> std::path::PathBuf {
@@ -349,45 +370,29 @@ fn path_of(st: &State, repo: &RepoPath, file: &File) -> std::path::PathBuf {
 }
 
 async fn create(st: &State, repo: &RepoPath, req: &Request) -> Result<Response, Error> {
-    let create = req.url().query_pairs().find(|(k, _)| k == "create");
-    if create.is_none_or(|(_, v)| v != "true") {
+    if query_value(req.uri().query(), "create").as_deref() != Some("true") {
         return Err(Error::BadRequest(
             "POST on a repository without ?create=true",
         ));
     }
     st.repos.create(repo).await?;
-    log::info!("created repository /{}", repo.joined());
+    log::info!("created repository /{}", escape(&repo.joined()));
     Ok(ok())
 }
 
 async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<Response, Error> {
-    let v2 = req
-        .header("Accept")
-        .is_some_and(|a| a.as_str().contains(V2_MEDIA_TYPE));
+    let v2 = header_str(req, header::ACCEPT).is_some_and(|a| a.contains(V2_MEDIA_TYPE));
     let listing = st
         .repos
         .list(repo, kind, v2)
         .await?
         .ok_or(Error::NotFound)?;
-    let mut res = ok();
     // No length: the JSON is produced while it is sent (chunked), so a 100 000-object
     // listing starts at once and needs no more memory than one chunk.
-    res.set_body(Body::from_reader(BufReader::new(listing), None));
-    res.insert_header(
-        "Content-Type",
-        if v2 { V2_MEDIA_TYPE } else { V1_MEDIA_TYPE },
-    );
+    let mut res = Response::new(Body::listing(listing));
+    let media_type = if v2 { V2_MEDIA_TYPE } else { V1_MEDIA_TYPE };
+    set(&mut res, header::CONTENT_TYPE, media_type);
     Ok(res)
-}
-
-/// A body length as http-types takes it (`usize`). On 32-bit builds (armv7, armv6) a file of
-/// 4 GiB or more does not fit: refused (500) rather than announced with a wrong length.
-/// restic never writes such a file.
-fn body_len(n: u64) -> Result<usize, Error> {
-    usize::try_from(n).map_err(|_| {
-        let e = format!("{n} bytes: too large to send on this 32-bit build");
-        Error::Io(io::Error::other(e))
-    })
 }
 
 async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
@@ -396,10 +401,10 @@ async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Erro
         .size(&path_of(st, repo, file))
         .await?
         .ok_or(Error::NotFound)?;
-    let mut res = ok();
-    // A body that is never sent (HEAD) but gives the Content-Length.
-    res.set_body(Body::from_reader(smol::io::empty(), Some(body_len(size)?)));
-    res.insert_header("Accept-Ranges", "bytes");
+    // A body that is never sent (HEAD); hyper leaves a HEAD answer's length to us.
+    let mut res = Response::new(Body::Length(size));
+    set(&mut res, header::CONTENT_LENGTH, size.to_string());
+    set(&mut res, header::ACCEPT_RANGES, "bytes");
     Ok(res)
 }
 
@@ -409,50 +414,55 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
         .open(&path_of(st, repo, file))
         .await?
         .ok_or(Error::NotFound)?;
-    let range = parse_range(req.header("Range").map(|v| v.as_str()), size);
-    let (mut res, start, len) = match range {
-        Range::Full => (ok(), 0, size),
-        Range::Partial { start, end } => {
-            let mut res = Response::new(StatusCode::PartialContent);
-            res.insert_header("Content-Range", format!("bytes {start}-{end}/{size}"));
-            (res, start, end - start + 1)
-        }
+    let range = parse_range(header_str(req, header::RANGE), size);
+    let (status, start, len) = match range {
+        Range::Full => (StatusCode::OK, 0, size),
+        Range::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
         Range::Unsatisfiable => return Err(Error::RangeNotSatisfiable(size)),
     };
-    res.set_body(Body::from_reader(
-        Repos::stream(f, start, len),
-        Some(body_len(len)?),
-    ));
-    res.insert_header("Accept-Ranges", "bytes");
-    res.insert_header("Content-Type", "application/octet-stream");
+    let mut res = Response::new(Body::File(Repos::stream(f, start, len)));
+    *res.status_mut() = status;
+    if let Range::Partial { start, end } = range {
+        set(
+            &mut res,
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{size}"),
+        );
+    }
+    set(&mut res, header::ACCEPT_RANGES, "bytes");
+    set(&mut res, header::CONTENT_TYPE, "application/octet-stream");
     Ok(res)
 }
 
 /// Stores an upload; returns the body length.
 async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Result<u64, Error> {
     let path = path_of(st, repo, file);
-    let declared = req.len().map(|n| n as u64);
+    // The Content-Length (hyper has checked it is one plain number); `None` when chunked.
+    let declared = req.body().size_hint().exact();
     // The config is not content-addressed: it is stored atomically but never hashed.
     let (verify, expected, create_parent) = match file {
         File::Config => (false, None, false),
         File::Object(kind, id) => (st.verify_upload, Some(id.as_str()), *kind == Kind::Data),
     };
-    if let Some(size) = st.repos.size(&path).await? {
-        // SPEC 5.1: a retry whose first 200 was lost. Same length and the body hashes to the
-        // id: answer 200 and leave the stored file alone (restic deletes the object after a 403).
-        if verify && declared == Some(size) {
-            let got = upload::hash_body(req, declared).await?;
+    match st.repos.occupant(&path).await? {
+        None => {}
+        // A retry whose first 200 was lost (docs/protocol.md, "Uploads"). Same length and the
+        // body hashes to the id: answer 200 and leave the stored file alone (restic deletes
+        // the object after a 403).
+        Some(Occupant::File(size)) if verify && declared == Some(size) => {
+            let got = upload::hash_body(req.body_mut(), declared, &st.uploads).await?;
             if got.sha256.as_deref() == expected {
                 return Ok(got.len);
             }
+            return Err(Error::Exists);
         }
-        return Err(Error::Exists);
+        // A directory, FIFO or dangling symlink is no object: 403 as in the Go server, never
+        // a 200 for something that cannot be read back.
+        Some(_) => return Err(Error::Exists),
     }
-    // A turn first: it is held until the upload is stored or has failed.
-    let _turn = st.uploads.acquire().await;
     // The temp file first: it fails for a repository that does not exist, before a quota
     // counter is made for its segment (so made-up names cannot grow the counters' table).
-    let mut temp = TempObject::create(&st.repos, path, create_parent, verify).await?;
+    let mut temp = TempObject::create(&st.repos, path.clone(), create_parent, verify).await?;
     // Reserve the declared length before reading a byte of the body: concurrent uploads cannot overshoot.
     let reservation = match &st.quota {
         Some(q) => {
@@ -462,25 +472,30 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
                 q.reserve(segment, declared.unwrap_or(0))
                     .await
                     .map_err(|_| {
-                        log::debug!("quota: /{} is full ({segment:?})", repo.joined());
+                        log::debug!("quota: /{} is full", escape(&repo.joined()));
                         Error::QuotaExceeded
                     })?,
             )
         }
         None => None,
     };
-    let (got, reservation) = temp.receive(req.take_body(), declared, reservation).await?;
+    let mut reservation = reservation;
+    let got = temp
+        .receive(req.body_mut(), declared, reservation.as_mut(), &st.uploads)
+        .await?;
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }
     match temp.commit(&st.repos, reservation).await? {
         Stored::New => {}
         // A concurrent upload of the same id won; with verification both bodies hash to the
-        // id, so the stored object is exactly ours.
-        Stored::AlreadyThere if verify => {}
+        // id, so the stored object is exactly ours, if it is a regular file of our length
+        // (not something else that appeared under the name meanwhile).
+        Stored::AlreadyThere
+            if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) => {}
         Stored::AlreadyThere => return Err(Error::Exists),
     }
-    log::debug!("stored {} bytes in /{}", got.len, repo.joined());
+    log::debug!("stored {} bytes in /{}", got.len, escape(&repo.joined()));
     Ok(got.len)
 }
 
@@ -511,32 +526,16 @@ async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Option<u64>,
 fn error_response(e: &Error) -> Response {
     let mut res = status_response(e.status());
     match e {
-        Error::Unauthorized => res.insert_header("WWW-Authenticate", "Basic realm=\"restic\""),
+        Error::Unauthorized => set(&mut res, header::WWW_AUTHENTICATE, "Basic realm=\"restic\""),
         Error::LoginFlood => {
-            res.insert_header("Retry-After", auth::BUSY_RETRY_AFTER.as_secs().to_string())
+            let secs = auth::BUSY_RETRY_AFTER.as_secs().to_string();
+            set(&mut res, header::RETRY_AFTER, secs);
         }
-        Error::MethodNotAllowed(allow) => res.insert_header("Allow", *allow),
+        Error::MethodNotAllowed(allow) => set(&mut res, header::ALLOW, *allow),
         Error::RangeNotSatisfiable(size) => {
-            res.insert_header("Content-Range", format!("bytes */{size}"))
+            set(&mut res, header::CONTENT_RANGE, format!("bytes */{size}"));
         }
-        _ => None,
-    };
-    res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_len_refuses_only_what_usize_cannot_hold() {
-        assert_eq!(body_len(0).unwrap(), 0);
-        assert_eq!(body_len(u64::from(u32::MAX)).unwrap(), u32::MAX as usize);
-        match (usize::MAX as u64).checked_add(1) {
-            // 32-bit builds: 4 GiB is one byte too many.
-            Some(too_big) => assert!(matches!(body_len(too_big), Err(Error::Io(_)))),
-            // 64-bit builds: every file length fits.
-            None => assert_eq!(body_len(u64::MAX).unwrap(), usize::MAX),
-        }
+        _ => {}
     }
+    res
 }

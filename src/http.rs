@@ -1,8 +1,11 @@
-//! Pure HTTP helpers: `Range` parsing, `Authorization: Basic` decoding and the plain-text
-//! responses every error gets. Nothing here touches the file system or the network.
+//! Pure HTTP helpers: `Range` parsing, `Authorization: Basic` decoding, query parameters and
+//! the plain-text responses every error gets. Nothing here touches the file system or the
+//! network.
 
+use crate::body::{Body, Response};
 use base64::Engine as _;
-use http_types::{Body, Response, StatusCode};
+use hyper::StatusCode;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 
 /// What a `Range` header asks of an object of a given size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,13 +76,41 @@ pub(crate) fn parse_basic(header: &str) -> Option<(String, String)> {
 
 /// A response whose body is the status text, as the Go server's `http.Error` sends.
 pub(crate) fn status_response(status: StatusCode) -> Response {
-    let mut res = Response::new(status);
-    res.set_body(Body::from_string(format!(
-        "{}\n",
-        status.canonical_reason()
-    )));
-    res.insert_header("Content-Type", "text/plain; charset=utf-8");
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut res = Response::new(Body::text(format!("{reason}\n")));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
+}
+
+/// The value of `key` in a URL query (`a=1&b=2`), percent-decoded and with `+` as a space, as
+/// Go's `URL.Query().Get` reads it: the first occurrence; `None` if absent or undecodable.
+pub(crate) fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(k)? == key).then(|| form_decode(v)).flatten()
+    })
+}
+
+/// Decodes `+` and `%XX` of a query component; `None` for a bad escape or invalid UTF-8.
+fn form_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = (bytes.next()? as char).to_digit(16)?;
+                let lo = (bytes.next()? as char).to_digit(16)?;
+                (hi * 16 + lo) as u8
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -122,6 +153,31 @@ mod tests {
     #[test]
     fn multiple_ranges_get_the_whole_body() {
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Range::Full);
+    }
+
+    #[test]
+    fn query_values_as_go_reads_them() {
+        assert_eq!(
+            query_value(Some("create=true"), "create").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            query_value(Some("a=1&create=tru%65"), "create").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            query_value(Some("cr%65ate=true"), "create").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            query_value(Some("create=false&create=true"), "create").as_deref(),
+            Some("false")
+        );
+        assert_eq!(query_value(Some("create"), "create").as_deref(), Some(""));
+        assert_eq!(query_value(Some("created=true"), "create"), None);
+        assert_eq!(query_value(Some("create=%zz"), "create"), None);
+        assert_eq!(query_value(None, "create"), None);
+        assert_eq!(query_value(Some("q=a+b"), "q").as_deref(), Some("a b"));
     }
 
     #[test]

@@ -9,10 +9,10 @@
 mod access;
 mod accesslog;
 mod auth;
+mod body;
 mod budget;
 mod cli;
 mod error;
-mod framing;
 mod handler;
 mod htpasswd;
 mod http;

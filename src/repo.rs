@@ -2,14 +2,13 @@
 //! locks/<id>, snapshots/<id>, index/<id>, data/<xx>/<id>}`. Paths, repository creation, stat,
 //! streamed reads, listings, deletes and file modes live here; users, HTTP and quota do not.
 //!
-//! All blocking file-system calls go through `smol::unblock` (or an `Unblock` pipe for
-//! listings), so a slow SD card never stalls the executor threads.
+//! All blocking file-system calls go through `smol::unblock`, so a slow SD card never stalls the executor threads.
 
 use crate::route::{Kind, ObjectId, RepoPath};
+use hyper::body::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, open, statat};
 use rustix::io::Errno;
-use smol::io::{AsyncBufRead, AsyncRead};
-use smol::{Task, Unblock};
+use smol::Task;
 use std::ffi::CStr;
 use std::fs::{self, DirBuilder, File};
 use std::future::Future;
@@ -138,6 +137,23 @@ impl Repos {
         .await
     }
 
+    /// What occupies the name `path`: `None` if nothing (not even a dangling symlink).
+    pub(crate) async fn occupant(&self, path: &Path) -> io::Result<Option<Occupant>> {
+        let path = path.to_owned();
+        smol::unblock(move || {
+            match fs::symlink_metadata(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            Ok(Some(match fs::metadata(&path) {
+                Ok(m) if m.is_file() => Occupant::File(m.len()),
+                _ => Occupant::Other,
+            }))
+        })
+        .await
+    }
+
     /// Opens a regular file for reading: `(file, size)`, `None` if it does not exist.
     pub(crate) async fn open(&self, path: &Path) -> io::Result<Option<(File, u64)>> {
         let path = path.to_owned();
@@ -184,15 +200,15 @@ impl Repos {
         .await
     }
 
-    /// Starts a listing of one type directory as a JSON stream, produced on a blocking thread
-    /// while the response is being sent. `None` if the type directory does not exist (the
+    /// Starts a listing of one type directory as a JSON stream, produced a chunk at a time
+    /// (on a blocking thread) while the response is being sent. `None` if the type directory does not exist (the
     /// repository was never created).
     pub(crate) async fn list(
         &self,
         repo: &RepoPath,
         kind: Kind,
         v2: bool,
-    ) -> io::Result<Option<Unblock<Listing>>> {
+    ) -> io::Result<Option<Listing>> {
         let dir = self.type_dir(repo, kind);
         smol::unblock(move || {
             match fs::metadata(&dir) {
@@ -206,10 +222,7 @@ impl Repos {
             } else {
                 vec![dir]
             };
-            Ok(Some(Unblock::with_capacity(
-                LIST_CHUNK,
-                Listing::new(dirs, v2),
-            )))
+            Ok(Some(Listing::new(dirs, v2)))
         })
         .await
     }
@@ -238,40 +251,77 @@ impl Repos {
     }
 }
 
-/// A byte range of a file as a response body. Two owned buffers take turns: the response
-/// is sent from one while a blocking task reads the next chunk into the other with one
-/// pread(2), and the buffer just sent is what that read fills next.
+/// What sits under an object's name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Occupant {
+    /// A regular file (or a symlink to one) of this size: an object that can be read.
+    File(u64),
+    /// A directory, FIFO, device or dangling symlink: no object, and no room for one.
+    Other,
+}
+
+/// A byte range of a file as a response body, read ahead one chunk: the chunk just read is
+/// handed to hyper (no copy) while a blocking task reads the next one with one pread(2).
+/// Buffers come back to the body once hyper has sent them ([`Recycled`]), so a download of
+/// any length uses two buffers (an allocation per chunk made musl map and unmap 128 KiB each
+/// time).
 pub(crate) struct FileBody {
-    /// The chunk being sent: `buf[pos..]` is still to go.
-    buf: Vec<u8>,
-    pos: usize,
     reading: Option<Reading>,
     /// The file while no read is in flight.
     file: Option<File>,
-    /// Where the next read starts, and how much of the range is not yet being read.
+    /// Where the next read starts, how much of the range is not yet being read, and how much
+    /// is not yet handed on.
     offset: u64,
     left: u64,
+    remaining: u64,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// A chunk read in flight; it gives back the file and the filled buffer.
 type Reading = Task<(File, Vec<u8>, io::Result<()>)>;
 
+/// A buffer on its way through hyper; dropped (sent), it goes back to its body's spares.
+struct Recycled {
+    buf: Vec<u8>,
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < 2 {
+            spare.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
 impl FileBody {
     fn new(file: File, start: u64, len: u64) -> FileBody {
         let mut body = FileBody {
-            buf: Vec::new(),
-            pos: 0,
             reading: None,
             file: Some(file),
             offset: start,
             left: len,
+            remaining: len,
+            spare: Arc::default(),
         };
-        body.read_next(Vec::new());
+        body.read_next();
         body
     }
 
-    /// Starts reading the next chunk, if any, into `spare`.
-    fn read_next(&mut self, mut spare: Vec<u8>) {
+    /// Bytes of the range not yet handed on.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Starts reading the next chunk, if any.
+    fn read_next(&mut self) {
         if self.left == 0 {
             return;
         }
@@ -279,60 +329,43 @@ impl FileBody {
             return;
         };
         let n = self.left.min(READ_CHUNK as u64) as usize;
-        if spare.capacity() < n {
-            // A new buffer: calloc, which skips the memset when the allocator maps fresh
-            // (already zero) pages, as it does for this size at first; growing an empty Vec
-            // always zeroes it.
-            spare = vec![0u8; n];
-        } else {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = match spare {
             // Zeroes only what this buffer has never held (a longer chunk than before).
-            spare.resize(n, 0);
-        }
+            Some(mut b) if b.capacity() >= n => {
+                b.resize(n, 0);
+                b
+            }
+            // A new buffer: calloc, which skips the memset when the allocator maps fresh
+            // (already zero) pages, as it does for this size.
+            _ => vec![0u8; n],
+        };
         let offset = self.offset;
         self.offset += n as u64;
         self.left -= n as u64;
         self.reading = Some(smol::unblock(move || {
             // The file is shorter than its size said only if someone truncated it under
             // us: an error, so the response is cut off rather than padded or short.
-            let read = file.read_exact_at(&mut spare, offset);
-            (file, spare, read)
+            let read = file.read_exact_at(&mut buf, offset);
+            (file, buf, read)
         }));
     }
-}
 
-impl AsyncBufRead for FileBody {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        let this = self.get_mut();
-        if this.pos == this.buf.len()
-            && let Some(task) = this.reading.as_mut()
-        {
-            let (file, filled, read) = ready!(Pin::new(task).poll(cx));
-            this.reading = None;
-            this.file = Some(file);
-            read?;
-            let sent = std::mem::replace(&mut this.buf, filled);
-            this.pos = 0;
-            this.read_next(sent);
+    /// The next chunk of the range; `None` at its end.
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some(task) = self.reading.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let (file, filled, read) = ready!(Pin::new(task).poll(cx));
+        self.reading = None;
+        self.file = Some(file);
+        if let Err(e) = read {
+            return Poll::Ready(Some(Err(e)));
         }
-        Poll::Ready(Ok(&this.buf[this.pos..]))
-    }
-
-    fn consume(mut self: Pin<&mut Self>, amt: usize) {
-        self.pos = (self.pos + amt).min(self.buf.len());
-    }
-}
-
-impl AsyncRead for FileBody {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let got = ready!(self.as_mut().poll_fill_buf(cx))?;
-        let n = got.len().min(out.len());
-        out[..n].copy_from_slice(&got[..n]);
-        self.consume(n);
-        Poll::Ready(Ok(n))
+        self.remaining -= filled.len() as u64;
+        self.read_next();
+        let spare = self.spare.clone();
+        Poll::Ready(Some(Ok(Bytes::from_owner(Recycled { buf: filled, spare }))))
     }
 }
 
@@ -411,6 +444,11 @@ impl Listing {
                         Ok(fd) => self.current = Some(fd),
                         // A data/xx directory not created yet holds nothing.
                         Err(Errno::NOENT) => {}
+                        // Something else in its place (a file, a FIFO) holds no objects
+                        // either: skipped, so the listing stays valid JSON.
+                        Err(Errno::NOTDIR) => {
+                            log::warn!("listing: {} is not a directory: skipped", d.display());
+                        }
                         Err(e) => return Err(e.into()),
                     },
                 }
@@ -484,6 +522,22 @@ impl Entry<'_> {
     }
 }
 
+impl Listing {
+    /// The next piece of the JSON text; `None` once all of it was handed out.
+    pub(crate) fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.pos == self.buf.len() {
+            if self.done {
+                return Ok(None);
+            }
+            self.fill()?;
+        }
+        let mut chunk = std::mem::take(&mut self.buf);
+        chunk.drain(..self.pos);
+        self.pos = 0;
+        Ok(Some(chunk))
+    }
+}
+
 impl Read for Listing {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.buf.len() {
@@ -511,7 +565,13 @@ mod tests {
 
     #[test]
     fn file_ranges_across_read_chunks_arrive_whole_and_in_order() {
-        use smol::io::AsyncReadExt;
+        let read_to_end = |mut body: FileBody| -> io::Result<Vec<u8>> {
+            let mut got = Vec::new();
+            while let Some(chunk) = smol::block_on(std::future::poll_fn(|cx| body.poll_chunk(cx))) {
+                got.extend_from_slice(&chunk?);
+            }
+            Ok(got)
+        };
         let path = std::env::temp_dir().join(format!("filebody-{}", std::process::id()));
         let data: Vec<u8> = (0..READ_CHUNK * 7 / 2).map(|i| (i % 251) as u8).collect();
         fs::write(&path, &data).unwrap();
@@ -524,16 +584,12 @@ mod tests {
             (len - 10, 10),
             (5, 0),
         ] {
-            let mut got = Vec::new();
-            let mut body = Repos::stream(File::open(&path).unwrap(), start, n);
-            smol::block_on(body.read_to_end(&mut got)).unwrap();
+            let got = read_to_end(Repos::stream(File::open(&path).unwrap(), start, n)).unwrap();
             let (a, b) = (start as usize, (start + n) as usize);
             assert!(got == data[a..b], "range {start}+{n}");
         }
         // A file cut short under a download fails it; it is not padded or silently short.
-        let mut body = Repos::stream(File::open(&path).unwrap(), 0, len + 1);
-        let mut got = Vec::new();
-        assert!(smol::block_on(body.read_to_end(&mut got)).is_err());
+        assert!(read_to_end(Repos::stream(File::open(&path).unwrap(), 0, len + 1)).is_err());
         fs::remove_file(&path).unwrap();
     }
 
@@ -569,22 +625,23 @@ mod tests {
     }
 
     #[test]
-    fn listing_fails_at_once_on_a_fifo_where_a_directory_belongs() {
+    fn listing_skips_a_fifo_or_file_where_a_directory_belongs() {
         // Opened without O_DIRECTORY, a FIFO at data/xx would block the listing until some
-        // writer appeared, i.e. forever.
+        // writer appeared, i.e. forever; failing on it cut the JSON off after "[". Both it
+        // and a regular file there hold no objects: skipped, the listing stays whole.
         let dir = std::env::temp_dir().join(format!("listing-fifo-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("00");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status();
         assert!(made.unwrap().success());
+        let file = dir.join("01");
+        fs::write(&file, b"x").unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = tx.send(Listing::new(vec![fifo], true).read_to_string(&mut s));
+            let _ = tx.send(read_all(Listing::new(vec![fifo, file], true)));
         });
         let got = rx.recv_timeout(std::time::Duration::from_secs(10));
-        let err = got.expect("the listing hung on the FIFO").unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(20), "ENOTDIR expected: {err}");
+        assert_eq!(got.expect("the listing hung on the FIFO"), "[]\n");
         fs::remove_dir_all(&dir).unwrap();
     }
 

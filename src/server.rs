@@ -1,42 +1,53 @@
 //! Listeners (TCP, `unix:`, systemd's `LISTEN_FDS`), one task per connection on our own
-//! multi-threaded executor, the TLS handshake inside that task, I/O timeouts, signals and
-//! graceful shutdown, and the checks of every byte read before async-h1 parses it
-//! (`framing.rs`). Knows nothing of restic paths or users: each request goes to
-//! `handler::handle`.
+//! multi-threaded executor, the TLS handshake inside that task, hyper's HTTP/1.1 codec with
+//! our limits, I/O timeouts, the in-flight count, signals and graceful shutdown. Knows
+//! nothing of restic paths or users: each request goes to `handler::handle`.
+//!
+//! hyper frames the requests (docs/http.md): pipelined requests are answered in order, a
+//! body is never taken for a request, ambiguous lengths are refused; a malformed or oversized
+//! head gets hyper's 400 or 431 and the connection closes.
 
+use crate::body::Body;
 use crate::cli::{Config, Listen};
-use crate::framing::{Framing, Refused};
 use crate::handler::{self, State};
 use async_signal::{Signal, Signals};
+use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::header::CONNECTION;
+use hyper::server::conn::http1;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpListener;
 use smol::net::unix::UnixListener;
 use smol::stream::StreamExt as _;
 use smol::{Executor, Timer};
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A read or write that makes no progress for this long fails: a client that stalls
 /// mid-body, stops reading a download, or idles on a keep-alive connection is dropped
-/// (and its upload cleaned up). async-h1 separately limits reading a request head to 60 s.
+/// (and its upload cleaned up).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// async-h1 hands a response to the connection 8 KiB at a time (its copy loop's buffer).
-/// Past the first `WRITE_THROUGH` bytes of a response, those pieces are gathered into
-/// `WRITE_BUFFER` bytes before they go to the socket (or TLS): a download makes one send per
-/// 32 KiB instead of four, which halved its CPU per GiB. 64 KiB measured no better and costs
-/// 256 KiB more with 8 downloads. Small answers go out exactly as written, and the buffer is
-/// freed when the response is flushed, so an idle connection holds none.
-const WRITE_THROUGH: usize = 16 * 1024;
-const WRITE_BUFFER: usize = 32 * 1024;
+/// A request head must arrive whole within this long after its first byte (slowloris).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request head (request line and headers) we read: 431 beyond. restic's heads
+/// are a few hundred bytes; 16 KiB leaves room for long proxy headers.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// hyper's read buffer grows up to this: the largest piece of a body read at once, and what
+/// one connection can make us buffer. 64 KiB reads keep an upload's syscalls few
+/// (BENCHMARKS.md) and 1000 connections under 64 MiB even if each sends a huge head.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// On SIGINT/SIGTERM, requests in flight get this long to finish before we exit anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -245,7 +256,7 @@ fn spawn<S>(
     state: &Arc<State>,
     tls: &Option<Arc<Tls>>,
 ) where
-    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
@@ -255,14 +266,15 @@ fn spawn<S>(
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls;
-    ex.spawn(connection(stream, peer, state.clone())).detach();
+    ex.spawn(connection(stream, peer, state.clone(), true))
+        .detach();
 }
 
 /// Completes the TLS handshake (bounded by `HANDSHAKE_TIMEOUT`), then serves as usual.
 #[cfg(feature = "tls")]
 async fn tls_connection<S>(tls: Arc<Tls>, stream: S, peer: String, state: Arc<State>)
 where
-    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let handshake = async { Some(tls.handshake(stream).await) };
     let timeout = async {
@@ -272,87 +284,119 @@ where
     match handshake.or(timeout).await {
         Some(Ok(stream)) => {
             log::debug!("TLS connection from {peer}: {}", stream.describe());
-            connection(stream, peer, state).await;
+            // One TLS record per write: hyper gathers each response into one buffer.
+            connection(stream, peer, state, false).await;
         }
         Some(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
         None => log::debug!("TLS handshake with {peer}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
     }
 }
 
-/// Serves one connection: requests one after another until the client or we close it.
-async fn connection<S>(stream: S, peer: String, state: Arc<State>)
+/// Serves one connection: requests one after another (pipelined ones in order) until the
+/// client or we close it. `writev`: the stream takes vectored writes well (a socket, not TLS).
+async fn connection<S>(stream: S, peer: String, state: Arc<State>, writev: bool)
 where
-    S: AsyncRead + AsyncWrite + Clone + Send + Sync + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let conn = Arc::new(Conn {
-        stop_reading: AtomicBool::new(false),
-        framing: Mutex::new(Framing::new()),
-    });
-    let busy = Arc::new(AtomicBool::new(false));
-    let io = Timed::new(stream.clone(), conn.clone());
+    // Set when an answer says `Connection: close` (a refused upload whose body we never
+    // read): the connection then lingers before closing.
+    let refused_body = Arc::new(AtomicBool::new(false));
     let peer: Arc<str> = peer.into();
-    let endpoint = {
-        let peer = peer.clone();
-        let (state, conn, busy) = (state.clone(), conn.clone(), busy.clone());
-        move |req| {
-            let (state, peer, conn) = (state.clone(), peer.clone(), conn.clone());
-            state.in_flight.fetch_add(1, Ordering::Relaxed);
-            busy.store(true, Ordering::Relaxed);
+    let service = {
+        let (state, peer, refused_body) = (state.clone(), peer.clone(), refused_body.clone());
+        hyper::service::service_fn(move |req| {
+            let (state, peer, refused_body) = (state.clone(), peer.clone(), refused_body.clone());
+            let in_flight = InFlight::new(state.clone());
             async move {
                 let res = handler::handle(&state, &peer, req).await;
-                if res
-                    .header("Connection")
-                    .is_some_and(|c| c.as_str() == "close")
-                {
-                    // Stop async-h1 from draining an unread body: reads now see EOF.
-                    conn.stop_reading.store(true, Ordering::Relaxed);
+                if res.headers().get(CONNECTION).is_some_and(|v| v == "close") {
+                    refused_body.store(true, Ordering::Relaxed);
                 }
-                Ok(res)
+                // In flight until the body is sent (or the connection dies).
+                Ok::<_, Infallible>(res.map(|body| Tracked { body, in_flight }))
             }
-        }
+        })
     };
-    let mut server = async_h1::server::Server::new(io, endpoint);
-    loop {
-        // async-h1 reads the next request head now (the last body is consumed).
-        conn.framing().expect_head();
-        let result = server.accept_one().await;
-        // The response is written (or failed): the request is no longer in flight.
-        if busy.swap(false, Ordering::Relaxed) {
-            state.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        match result {
-            Ok(async_h1::server::ConnectionStatus::KeepAlive)
-                if !state.stopping.load(Ordering::Relaxed) => {}
-            Ok(_) => break,
-            Err(e) => {
-                log::debug!("connection from {peer}: {e}");
-                let refused = conn.framing().refused().filter(|r| r.in_head());
-                if let Some(why) = refused {
-                    // async-h1 got no request, so it answers nothing: we do.
-                    refuse_head(&mut Timed::new(stream.clone(), conn.clone()), why).await;
-                    conn.stop_reading.store(true, Ordering::Relaxed);
-                }
-                break;
+    let mut http = http1::Builder::new();
+    http.timer(SmolTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_BUFFER)
+        .writev(writev)
+        // A client that shuts down its sending side after a request still gets the answer.
+        .half_close(true);
+    let served = http
+        .serve_connection(FuturesIo::new(Timed::new(stream)), service)
+        .without_shutdown()
+        .await;
+    match served {
+        Ok(parts) => {
+            let stream = parts.io.into_inner();
+            if refused_body.load(Ordering::Relaxed) {
+                linger(stream).await;
+            } else {
+                close(stream).await;
             }
         }
-    }
-    if conn.stop_reading.load(Ordering::Relaxed) {
-        linger(stream).await;
+        // Malformed heads were answered by hyper (400/431) before it gave up.
+        Err(e) => log::debug!("connection from {peer}: {e}"),
     }
 }
 
-/// Answers 400 to a request head that [`Framing`] refused (before async-h1 parsed it), and
-/// says why in the body.
-async fn refuse_head<S: AsyncWrite + Unpin>(io: &mut S, why: Refused) {
-    let body = format!("{why}\n");
-    let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if io.write_all(answer.as_bytes()).await.is_ok() {
-        let _ = io.flush().await;
+/// Counts a request as in flight (shutdown waits for none) from its head until its answer
+/// is sent or abandoned.
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn new(state: Arc<State>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state)
     }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct Tracked {
+    body: Body,
+    #[allow(dead_code)] // held for its Drop
+    in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Closes our side, bounded in time (on TLS it writes close_notify, which waits forever on a
+/// client that has stopped reading).
+async fn close<S: AsyncWrite + Unpin>(mut stream: S) {
+    let _ = stream
+        .close()
+        .or(async {
+            Timer::after(LINGER_TIME).await;
+            Ok(())
+        })
+        .await;
 }
 
 /// Half-closes and reads what the client is still sending, for a bounded time, so the
@@ -378,71 +422,20 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
         .await;
 }
 
-/// What the clones of one connection's [`Timed`] share (async-h1 reads through one clone per
-/// request and writes through another).
-struct Conn {
-    /// Reads end (EOF) once we have decided to close.
-    stop_reading: AtomicBool,
-    /// Where the request stream is; what async-h1 must not see (`framing.rs`).
-    framing: Mutex<Framing>,
-}
-
-impl Conn {
-    fn framing(&self) -> MutexGuard<'_, Framing> {
-        self.framing.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A connection with an inactivity timeout on every read and write, a switch that makes
-/// reads end (EOF) once we have decided to close, the checks of [`Framing`] on every byte
-/// read before async-h1 parses it, and the write gathering of large responses
-/// (`WRITE_BUFFER`).
+/// A connection with an inactivity timeout on every read and write.
 struct Timed<S> {
     inner: S,
-    conn: Arc<Conn>,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
-    /// Gathered response bytes; `wbuf[wpos..]` is not yet sent.
-    wbuf: Vec<u8>,
-    wpos: usize,
-    /// Bytes accepted since the last flush, i.e. of the response being written.
-    unflushed: usize,
-}
-
-impl<S: Clone> Clone for Timed<S> {
-    fn clone(&self) -> Self {
-        Timed::new(self.inner.clone(), self.conn.clone())
-    }
 }
 
 impl<S> Timed<S> {
-    fn new(inner: S, conn: Arc<Conn>) -> Self {
+    fn new(inner: S) -> Self {
         Timed {
             inner,
-            conn,
             read_timer: None,
             write_timer: None,
-            wbuf: Vec::new(),
-            wpos: 0,
-            unflushed: 0,
         }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> Timed<S> {
-    /// Sends everything gathered so far.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wbuf.len() {
-            let poll = Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..]);
-            match ready!(with_timeout(&mut self.write_timer, cx, poll)) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.wpos += n,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        self.wbuf.clear();
-        self.wpos = 0;
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -477,48 +470,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        if self.conn.stop_reading.load(Ordering::Relaxed) || buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
         let this = &mut *self;
-        loop {
-            let (held, refused) = {
-                let framing = this.conn.framing();
-                (framing.held_cr, framing.refused())
-            };
-            // Refused (after handing on what preceded it): no more reads, not even waiting.
-            if let Some(why) = refused {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
-            }
-            // A CR held back from the last read goes first (`Framing::scan`).
-            let start = usize::from(held);
-            if held {
-                if buf.len() == 1 {
-                    // A lone CR would be what hangs the decoder; async-h1 always reads 8 KiB.
-                    let e = "a 1-byte read at the end of a chunked body";
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
-                }
-                buf[0] = b'\r';
-            }
-            let poll = Pin::new(&mut this.inner).poll_read(cx, &mut buf[start..]);
-            let n = ready!(with_timeout(&mut this.read_timer, cx, poll))?;
-            let mut framing = this.conn.framing();
-            if held {
-                framing.held_cr = false;
-                if n == 0 {
-                    let e = "connection closed inside the last line of a chunked body";
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, e)));
-                }
-            }
-            match framing.scan(&buf[start..start + n]) {
-                // Nothing to hand on but a held CR, and no EOF: read on.
-                Ok(0) if start == 0 && n > 0 => continue,
-                Ok(keep) => return Poll::Ready(Ok(start + keep)),
-                Err(why) => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
-                }
-            }
-        }
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        with_timeout(&mut this.read_timer, cx, poll)
     }
 }
 
@@ -529,39 +483,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.wbuf.is_empty() && this.unflushed + buf.len() <= WRITE_THROUGH {
-            let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-            let written = with_timeout(&mut this.write_timer, cx, poll);
-            if let Poll::Ready(Ok(n)) = written {
-                this.unflushed += n;
-            }
-            return written;
-        }
-        if this.wbuf.len() + buf.len() > WRITE_BUFFER {
-            ready!(this.poll_drain(cx))?;
-        }
-        if this.wbuf.capacity() == 0 {
-            this.wbuf.reserve_exact(WRITE_BUFFER);
-        }
-        let n = buf.len().min(WRITE_BUFFER - this.wbuf.len());
-        this.wbuf.extend_from_slice(&buf[..n]);
-        this.unflushed += n;
-        Poll::Ready(Ok(n))
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        with_timeout(&mut this.write_timer, cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        with_timeout(&mut this.write_timer, cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.poll_drain(cx))?;
-        // The response is out: the next one starts unbuffered, and the buffer is freed.
-        this.unflushed = 0;
-        this.wbuf = Vec::new();
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
         with_timeout(&mut this.write_timer, cx, poll)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_close(cx)
+        Pin::new(&mut self.inner).poll_close(cx)
     }
 }

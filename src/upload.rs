@@ -2,44 +2,57 @@
 //! id), the body streamed into it while SHA-256 and the quota see every byte once, then fsync,
 //! publish under the final name, fsync the directory. Only then is the object visible.
 //!
-//! The file side of an upload runs on one thread of its own, the writer: it opens the temp
-//! file, then reads the body from the connection itself (the socket is async, so the thread
-//! drives that read with `block_on`), hashes and writes each chunk, fsyncs, publishes. The
-//! bytes never change threads: no hand-over per chunk, and hashing and disk writes never hold
-//! up an executor thread that other connections need (BENCHMARKS.md, "Upload body on the
-//! writer thread").
+//! hyper reads the body on the connection's task and hands it on in pieces as they arrive.
+//! They are gathered (not copied) into chunks of [`BODY_CHUNK`]; each chunk is hashed and
+//! written with one writev(2) on a blocking thread, while the connection gathers the next
+//! one. Writing a chunk needs a *turn* ([`Turns`]): at most [`MAX_WRITERS`] chunks are hashed
+//! and written at once, whatever the number of uploads. An upload holds a turn only while a
+//! chunk of it is being written, never while it waits for the client, so clients that
+//! trickle their bodies cannot keep others from writing (docs/architecture.md, "Upload
+//! turns").
 //!
 //! Any early return drops the [`TempObject`], which removes the temp file; it never touches
-//! the final name, so an aborted upload cannot harm a concurrent successful one (SPEC 5.7).
-//! Which status a failure gets is decided in `error.rs`, not here.
+//! the final name, so an aborted upload cannot harm a concurrent successful one
+//! (docs/protocol.md, "Uploads"). Which status a failure gets is decided in `error.rs`, not
+//! here.
 
 use crate::error::Error;
 use crate::quota::Reservation;
 use crate::repo::{Repos, make_dir};
-use http_types::Body;
+use hyper::body::{Body, Bytes};
 use sha2::{Digest, Sha256};
-use smol::channel::{self, Receiver, Sender};
-use smol::io::{AsyncRead, AsyncReadExt};
+use smol::lock::Semaphore;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Mutex;
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
 const TEMP_MARKER: &str = ".rest-server-temp";
 
-/// One chunk of the body: read from the client, hashed and written with one write(2). No byte
-/// is copied in user space. One buffer per upload: eight concurrent uploads hold 1 MiB.
+/// A chunk of the body: gathered from the pieces hyper hands on, then hashed and written with
+/// one writev(2), so the disk sees few, large writes (BENCHMARKS.md, "chunk size").
 const BODY_CHUNK: usize = 128 * 1024;
 
-/// Stack of a writer thread, which reads the body (the async read chain of the connection,
-/// TLS decryption included, run by `block_on`), hashes, writes, renames and may log. There
-/// is one per upload in flight, so not the 2 MiB default (only touched pages count in RSS,
-/// but the whole reservation counts where overcommit is off); the TLS and restic tests run
-/// uploads through it.
-const WRITER_STACK: usize = 256 * 1024;
+/// Pieces gathered into one chunk at most: a client that sends its body a few bytes at a time
+/// must not make one writev(2) of more iovecs than the kernel takes (1024).
+const MAX_PIECES: usize = 64;
+
+/// Chunks hashed and written at once, across all uploads; more wait for a turn. Each is a
+/// blocking-pool thread busy with up to 128 KiB: bounds the threads and the memory that
+/// writing takes to 64 and ~8 MiB, even on a router, however many uploads are open.
+pub(crate) const MAX_WRITERS: usize = 64;
+
+/// Turns to hash and write a chunk of an upload (see the module doc).
+pub(crate) type Turns = Semaphore;
+
+/// A request body as hyper hands it on (tests hand on their own).
+pub(crate) trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Unpin {}
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin> RequestBody for B {}
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What was received: the length and, when verifying, the lowercase hex SHA-256.
 #[derive(Debug)]
@@ -58,26 +71,14 @@ pub(crate) enum Stored {
 }
 
 /// Reads `body` to its end and hashes it, storing nothing: the check of a retried upload
-/// whose object already exists. A body shorter than `declared` is an error. With no file,
-/// nothing blocks: fine on an executor thread.
-pub(crate) async fn hash_body<R: AsyncRead + Unpin>(
-    body: &mut R,
+/// whose object already exists. A body shorter than `declared` is an error.
+pub(crate) async fn hash_body(
+    body: &mut impl RequestBody,
     declared: Option<u64>,
+    turns: &Turns,
 ) -> Result<Received, Error> {
-    pour(body, None, true, declared, None).await
-}
-
-/// Reads until `buf` is full or the body ends: the disk gets few, large writes. Returns how
-/// much was read; less than `buf.len()` only at the end of the body.
-async fn fill<R: AsyncRead + Unpin>(body: &mut R, buf: &mut [u8]) -> Result<usize, Error> {
-    let mut n = 0;
-    while n < buf.len() {
-        match body.read(&mut buf[n..]).await.map_err(Error::ClientGone)? {
-            0 => break,
-            got => n += got,
-        }
-    }
-    Ok(n)
+    let (got, _) = pour(body, None, true, declared, None, turns).await?;
+    Ok(got)
 }
 
 /// A body shorter than its Content-Length means the client went away.
@@ -105,56 +106,27 @@ impl Drop for TempPath {
     }
 }
 
-/// What the connection asks of its writer, in this order.
-enum Job {
-    /// Read the body to its end into the file, hashing it (if asked) and counting it against
-    /// the reservation. A body shorter than `declared` is an error.
-    Receive {
-        body: Body,
-        declared: Option<u64>,
-        quota: Option<Reservation>,
-    },
-    /// fsync the file.
-    Sync,
-    /// Link the file in place under the target name and, if it is new, fsync the directory.
-    Publish,
-}
-
-/// What the writer answers, one report per job (after `Opened`).
-enum Report {
-    /// The temp file exists. Its name travels as a [`TempPath`], so a report nobody
-    /// receives (the request went away meanwhile) still removes the file.
-    Opened(io::Result<TempPath>),
-    /// How the body went, and the reservation back. After an error the writer has closed
-    /// the file and stopped (so once the connection removes the name, the space is free).
-    Received(Result<Received, Error>, Option<Reservation>),
-    Synced(io::Result<()>),
-    /// How publishing went and, if the object is new, the directory fsync.
-    Published(io::Result<Stored>, io::Result<()>),
-}
-
-/// What a writer needs to open its temp file and, later, publish it.
-struct Open {
-    target: PathBuf,
-    create_parent: bool,
-    mode: u32,
-    dir_mode: u32,
-    hash: bool,
-    rename_lock: Arc<Mutex<()>>,
-}
-
-/// An upload in progress: a temp file next to the target, owned by the upload's writer.
+/// An upload in progress: a temp file next to the target.
 pub(crate) struct TempObject {
     temp: TempPath,
+    /// `None` only while a blocking task has it.
+    file: Option<File>,
     target: PathBuf,
-    jobs: Sender<Job>,
-    reports: Receiver<Report>,
+    hash: bool,
+}
+
+/// Where the chunks of a body go: the file (if any) and the state that travels with it to
+/// each chunk's blocking task and back.
+struct Sink {
+    file: Option<File>,
+    hasher: Option<Sha256>,
+    writeback: Writeback,
 }
 
 impl TempObject {
-    /// Starts the writer, which creates the temp file beside `target`. With `create_parent` a
-    /// missing parent directory (a `data/xx` directory) is created, but only if its own parent
-    /// exists: an upload never conjures up a repository that was not created. With `hash`,
+    /// Creates the temp file beside `target`. With `create_parent` a missing parent
+    /// directory (a `data/xx` directory) is created, but only if its own parent exists: an
+    /// upload never conjures up a repository that was not created. With `hash`,
     /// [`TempObject::receive`] returns the body's SHA-256.
     pub(crate) async fn create(
         repos: &Repos,
@@ -162,62 +134,36 @@ impl TempObject {
         create_parent: bool,
         hash: bool,
     ) -> Result<TempObject, Error> {
-        let open = Open {
-            target: target.clone(),
-            create_parent,
-            mode: repos.file_mode(),
-            dir_mode: repos.dir_mode(),
-            hash,
-            rename_lock: repos.rename_lock(),
-        };
-        // One job and its report are outstanding at a time.
-        let (jobs, jobs_in) = channel::bounded(1);
-        let (reports_out, reports) = channel::bounded(1);
-        std::thread::Builder::new()
-            .name("upload".into())
-            .stack_size(WRITER_STACK)
-            .spawn(move || writer(open, jobs_in, reports_out))?;
-        let temp = match reports.recv().await {
-            Ok(Report::Opened(opened)) => opened?,
-            _ => return Err(stopped().into()),
-        };
-        Ok(TempObject {
-            temp,
-            target,
-            jobs,
-            reports,
-        })
-    }
-
-    /// Has the writer read `body` to its end into the temp file, counting against `quota` and
-    /// hashing (if asked at creation) as it goes; gives the reservation back with the result.
-    /// A body shorter than `declared` is an error (the client went away).
-    pub(crate) async fn receive(
-        &mut self,
-        body: Body,
-        declared: Option<u64>,
-        quota: Option<Reservation>,
-    ) -> Result<(Received, Option<Reservation>), Error> {
-        self.send(Job::Receive {
-            body,
-            declared,
-            quota,
+        let (mode, dir_mode) = (repos.file_mode(), repos.dir_mode());
+        let t = target.clone();
+        let created = smol::unblock(move || {
+            let (file, path) = create_temp(&t, create_parent, mode, dir_mode)?;
+            // Owned at once, so a request that goes away meanwhile still removes the file.
+            Ok::<_, io::Error>((file, TempPath(Some(path))))
         })
         .await?;
-        match self.report().await? {
-            Report::Received(got, quota) => Ok((got?, quota)),
-            _ => Err(out_of_step().into()),
-        }
+        Ok(TempObject {
+            temp: created.1,
+            file: Some(created.0),
+            target,
+            hash,
+        })
     }
 
-    /// Hands a job to the writer.
-    async fn send(&mut self, job: Job) -> io::Result<()> {
-        self.jobs.send(job).await.map_err(|_| stopped())
-    }
-
-    /// The writer's answer to the last job.
-    async fn report(&mut self) -> io::Result<Report> {
-        self.reports.recv().await.map_err(|_| stopped())
+    /// Reads `body` to its end into the temp file, counting against `quota` and hashing (if
+    /// asked at creation) as it goes, each chunk written in a turn of `turns`. A body shorter
+    /// than `declared` is an error (the client went away).
+    pub(crate) async fn receive(
+        &mut self,
+        body: &mut impl RequestBody,
+        declared: Option<u64>,
+        quota: Option<&mut Reservation>,
+        turns: &Turns,
+    ) -> Result<Received, Error> {
+        let file = self.file.take();
+        let (got, file) = pour(body, file, self.hash, declared, quota, turns).await?;
+        self.file = file;
+        Ok(got)
     }
 
     /// Makes the upload durable and visible: fsync the file, publish it under the target
@@ -229,20 +175,34 @@ impl TempObject {
         repos: &Repos,
         quota: Option<Reservation>,
     ) -> Result<Stored, Error> {
-        // fsync before publishing, or a crash could expose an empty or partial object.
-        self.send(Job::Sync).await?;
-        let synced = match self.report().await? {
-            Report::Synced(r) => r,
-            _ => return Err(out_of_step().into()),
-        };
+        let file = self.file.take().ok_or_else(stopped)?;
+        let temp = self.temp.0.clone().unwrap_or_default();
+        let target = self.target.clone();
+        let rename_lock = repos.rename_lock();
+        let (synced, published) = smol::unblock(move || {
+            // fsync before publishing, or a crash could expose an empty or partial object.
+            let synced = file.sync_all();
+            drop(file);
+            if synced.as_ref().is_err_and(|e| !no_fsync(e)) {
+                return (synced, None);
+            }
+            let stored = publish(&temp, &target, &rename_lock);
+            let dir_synced = match stored {
+                Ok(Stored::New) => {
+                    let dir = target.parent().unwrap_or(Path::new("."));
+                    File::open(dir).and_then(|d| d.sync_all())
+                }
+                _ => Ok(()),
+            };
+            (synced, Some((stored, dir_synced)))
+        })
+        .await;
         let temp_path = self.temp.0.as_deref().unwrap_or(Path::new(""));
         repos.tolerate_no_fsync(synced, temp_path)?;
-
-        self.send(Job::Publish).await?;
-        let (stored, dir_synced) = match self.report().await? {
-            Report::Published(stored, dir_synced) => (stored?, dir_synced),
-            _ => return Err(out_of_step().into()),
+        let Some((stored, dir_synced)) = published else {
+            return Err(stopped().into());
         };
+        let stored = stored?;
         if stored == Stored::New {
             if let Some(r) = quota {
                 r.keep();
@@ -257,118 +217,139 @@ impl TempObject {
     }
 }
 
+/// An fsync error that means "not supported here" (`Repos::tolerate_no_fsync` decides).
+fn no_fsync(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+    )
+}
+
 fn stopped() -> io::Error {
-    io::Error::other("upload writer stopped")
+    io::Error::other("upload file went away")
 }
 
-fn out_of_step() -> io::Error {
-    io::Error::other("upload writer out of step")
-}
-
-/// The writer thread of one upload: opens the temp file, then does the jobs in order until
-/// `Publish`, a failed body, or the connection dropping its end (the upload was abandoned;
-/// the connection's [`TempPath`] removes the file). While it reads a body it notices a
-/// dropped connection task only when the body ends or the 60 s inactivity timeout fires;
-/// tasks are dropped only at shutdown, just before the process exits.
-fn writer(open: Open, jobs: Receiver<Job>, reports: Sender<Report>) {
-    let (mut file, temp) = match create_temp(&open) {
-        Ok(created) => created,
-        Err(e) => {
-            let _ = reports.send_blocking(Report::Opened(Err(e)));
-            return;
-        }
-    };
-    let owner = TempPath(Some(temp.clone()));
-    if reports.send_blocking(Report::Opened(Ok(owner))).is_err() {
-        // The request went away while we opened the file; dropping the unsent report
-        // removed it.
-        return;
-    }
-    while let Ok(job) = jobs.recv_blocking() {
-        let report = match job {
-            Job::Receive {
-                mut body,
-                declared,
-                mut quota,
-            } => {
-                // The body's socket is async: this thread waits on it like a task would.
-                let got = smol::block_on(pour(
-                    &mut body,
-                    Some(&mut file),
-                    open.hash,
-                    declared,
-                    quota.as_mut(),
-                ));
-                if got.is_err() {
-                    // Closed before reporting: once the client hears 507 and the
-                    // connection has removed the name, the space is free again.
-                    drop(file);
-                    let _ = reports.send_blocking(Report::Received(got, quota));
-                    return;
+/// The next piece of the body; `None` at its end. Trailer fields are read and ignored, as
+/// the Go server does.
+async fn next_piece(body: &mut impl RequestBody) -> Result<Option<Bytes>, Error> {
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(Error::ClientGone(io::Error::other(e))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok(Some(data));
                 }
-                Report::Received(got, quota)
             }
-            Job::Sync => Report::Synced(file.sync_all()),
-            Job::Publish => {
-                drop(file);
-                let stored = publish(&temp, &open.target, &open.rename_lock);
-                let dir_synced = match stored {
-                    Ok(Stored::New) => {
-                        let dir = open.target.parent().unwrap_or(Path::new("."));
-                        File::open(dir).and_then(|d| d.sync_all())
-                    }
-                    _ => Ok(()),
-                };
-                let _ = reports.send_blocking(Report::Published(stored, dir_synced));
-                return;
-            }
-        };
-        if reports.send_blocking(report).is_err() {
-            return;
         }
     }
 }
 
-/// Reads `body` to its end in whole chunks, counting each against `quota`, hashing it (with
-/// `hash`) and writing it to `file` (if any, starting writeback as it goes). A body shorter
-/// than `declared` is an error. With a file, blocking writes come between the awaits: for
-/// the writer thread only.
-async fn pour<R: AsyncRead + Unpin>(
-    body: &mut R,
-    mut file: Option<&mut File>,
+/// Gathers pieces of `body` into one chunk: until it holds [`BODY_CHUNK`] bytes,
+/// [`MAX_PIECES`] pieces, or the body ends (then the last element of the answer is `true`).
+async fn gather(body: &mut impl RequestBody) -> Result<(Vec<Bytes>, usize, bool), Error> {
+    let mut pieces = Vec::new();
+    let mut n = 0;
+    while n < BODY_CHUNK && pieces.len() < MAX_PIECES {
+        match next_piece(body).await? {
+            Some(piece) => {
+                n += piece.len();
+                pieces.push(piece);
+            }
+            None => return Ok((pieces, n, true)),
+        }
+    }
+    Ok((pieces, n, false))
+}
+
+/// Reads `body` to its end in chunks, counting each against `quota`, and has each hashed
+/// (with `hash`) and written to `file` (if any, starting writeback as it goes) on a blocking
+/// thread in a turn, while the next chunk is gathered. A body shorter than `declared` is an
+/// error. Gives the file back.
+async fn pour(
+    body: &mut impl RequestBody,
+    file: Option<File>,
     hash: bool,
     declared: Option<u64>,
     mut quota: Option<&mut Reservation>,
-) -> Result<Received, Error> {
-    let mut buf = vec![0u8; BODY_CHUNK];
-    let mut hasher = hash.then(Sha256::new);
-    let mut early = Writeback::default();
+    turns: &Turns,
+) -> Result<(Received, Option<File>), Error> {
+    let mut sink = Some(Sink {
+        file,
+        hasher: hash.then(Sha256::new),
+        writeback: Writeback::default(),
+    });
+    // The chunk being written, with the turn it holds.
+    let mut writing = None;
     let mut len = 0u64;
     loop {
-        let n = fill(body, &mut buf).await?;
-        if n == 0 {
-            break;
-        }
+        let (pieces, n, end) = gather(body).await?;
         len += n as u64;
         if let Some(q) = quota.as_deref_mut() {
             q.grow(len).map_err(|_| Error::QuotaExceeded)?;
         }
-        if let Some(h) = hasher.as_mut() {
-            h.update(&buf[..n]);
+        if let Some((task, turn)) = writing.take() {
+            let (back, written): (Sink, io::Result<()>) = task.await;
+            drop(turn);
+            written?;
+            sink = Some(back);
         }
-        if let Some(f) = file.as_deref_mut() {
-            f.write_all(&buf[..n])?;
-            early.advise(f, n);
+        if !pieces.is_empty() {
+            let turn = turns.acquire().await;
+            let mut s = sink.take().ok_or_else(stopped)?;
+            let task = smol::unblock(move || {
+                let written = s.take(&pieces);
+                (s, written)
+            });
+            writing = Some((task, turn));
         }
-        if n < BODY_CHUNK {
+        if end {
             break;
         }
     }
+    if let Some((task, turn)) = writing.take() {
+        let (back, written) = task.await;
+        drop(turn);
+        written?;
+        sink = Some(back);
+    }
     check_complete(len, declared)?;
-    Ok(Received {
+    let sink = sink.ok_or_else(stopped)?;
+    let got = Received {
         len,
-        sha256: hasher.map(|h| hex(&h.finalize())),
-    })
+        sha256: sink.hasher.map(|h| hex(&h.finalize())),
+    };
+    Ok((got, sink.file))
+}
+
+impl Sink {
+    /// Hashes and writes one chunk (blocking).
+    fn take(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+        if let Some(h) = self.hasher.as_mut() {
+            for p in pieces {
+                h.update(p);
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let mut left = &mut slices[..];
+        let mut n = 0;
+        while !left.is_empty() {
+            let wrote = file.write_vectored(left)?;
+            if wrote == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            n += wrote;
+            IoSlice::advance_slices(&mut left, wrote);
+        }
+        self.writeback.advise(file, n);
+        Ok(())
+    }
 }
 
 /// How much of an upload may sit dirty in the page cache before the writer asks the kernel
@@ -417,9 +398,13 @@ impl Writeback {
     }
 }
 
-/// Creates the temp file: a random name beside the target, O_EXCL.
-fn create_temp(open: &Open) -> io::Result<(File, PathBuf)> {
-    let t = &open.target;
+/// Creates the temp file: a random name beside the target `t`, O_EXCL.
+fn create_temp(
+    t: &Path,
+    create_parent: bool,
+    mode: u32,
+    dir_mode: u32,
+) -> io::Result<(File, PathBuf)> {
     let name = t
         .file_name()
         .unwrap_or_default()
@@ -431,20 +416,20 @@ fn create_temp(open: &Open) -> io::Result<(File, PathBuf)> {
         let opened = OpenOptions::new()
             .write(true)
             .create_new(true) // O_EXCL: never open someone else's file
-            .mode(open.mode)
+            .mode(mode)
             .open(&temp);
         match opened {
             Ok(f) => {
-                if open.mode != 0o600 {
+                if mode != 0o600 {
                     // The umask may have removed the group bits of 0660.
-                    f.set_permissions(fs::Permissions::from_mode(open.mode))?;
+                    f.set_permissions(fs::Permissions::from_mode(mode))?;
                 }
                 return Ok((f, temp));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && open.create_parent && !made_dir => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create_parent && !made_dir => {
                 if let Some(parent) = t.parent() {
-                    make_dir(parent, open.dir_mode, false)?;
+                    make_dir(parent, dir_mode, false)?;
                 }
                 made_dir = true;
             }
@@ -499,10 +484,37 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    use hyper::body::Frame;
+    use std::task::{Context, Poll};
+
+    /// A body handed on in the given pieces.
+    struct Pieces(std::collections::VecDeque<Bytes>);
+
+    impl Pieces {
+        fn of(data: &[u8], piece: usize) -> Pieces {
+            Pieces(
+                data.chunks(piece.max(1))
+                    .map(Bytes::copy_from_slice)
+                    .collect(),
+            )
+        }
+    }
+
+    impl Body for Pieces {
+        type Data = Bytes;
+        type Error = io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
     #[test]
     fn sha256_of_known_input() {
-        let mut body: &[u8] = b"abc";
-        let got = smol::block_on(hash_body(&mut body, Some(3))).unwrap();
+        let turns = Turns::new(1);
+        let got = smol::block_on(hash_body(&mut Pieces::of(b"abc", 1), Some(3), &turns)).unwrap();
         assert_eq!(got.len, 3);
         assert_eq!(
             got.sha256.unwrap(),
@@ -512,8 +524,8 @@ mod tests {
 
     #[test]
     fn short_body_is_an_error() {
-        let mut body: &[u8] = b"abc";
-        let got = smol::block_on(hash_body(&mut body, Some(4)));
+        let turns = Turns::new(1);
+        let got = smol::block_on(hash_body(&mut Pieces::of(b"abc", 2), Some(4), &turns));
         assert!(matches!(got, Err(Error::ClientGone(_))));
     }
 
@@ -523,15 +535,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("upload-chunks-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let repos = Repos::new(dir.clone(), false);
-        for len in [0, 1, BODY_CHUNK, BODY_CHUNK * 5 / 2, BODY_CHUNK * 4] {
+        let turns = Turns::new(2);
+        let sizes = [0, 1, BODY_CHUNK, BODY_CHUNK * 5 / 2, BODY_CHUNK * 4];
+        // Pieces as hyper hands them on: whole reads, and a client trickling (more pieces
+        // than one writev takes).
+        for (len, piece) in sizes.into_iter().flat_map(|l| [(l, 16 * 1024), (l, 7)]) {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let target = dir.join(format!("object-{len}"));
+            let target = dir.join(format!("object-{len}-{piece}"));
             smol::block_on(async {
                 let mut temp = TempObject::create(&repos, target.clone(), false, true)
                     .await
                     .unwrap();
-                let body = Body::from(data.clone());
-                let (got, _) = temp.receive(body, Some(len as u64), None).await.unwrap();
+                let mut body = Pieces::of(&data, piece);
+                let got = temp
+                    .receive(&mut body, Some(len as u64), None, &turns)
+                    .await
+                    .unwrap();
                 assert_eq!(got.len, len as u64);
                 assert_eq!(got.sha256, Some(hex(&Sha256::digest(&data))));
                 assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);

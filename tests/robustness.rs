@@ -527,34 +527,42 @@ fn disk_full_is_507_and_frees_the_space() {
 }
 
 #[test]
-fn at_most_64_uploads_write_at_once_the_rest_wait_their_turn() {
-    // Each upload has a writer thread and two buffers: a client opening hundreds of slow
-    // uploads must not get a thread each. The 65th and later wait, then proceed.
+fn uploads_that_trickle_hold_no_turn_and_a_normal_upload_gets_through() {
+    // Until hyper, an upload held one of 64 turns (a writer thread) from its head to its end:
+    // 64 clients sending a byte every few seconds (a read-only user can, through locks) kept
+    // every other upload waiting. Now a turn is held only while a chunk is hashed and written.
     let s = Server::start(&[]);
     s.create_repo("r");
-    let bodies: Vec<Vec<u8>> = (0..70u64).map(|i| random_bytes(1000, 7000 + i)).collect();
+    let bodies: Vec<Vec<u8>> = (0..80u64).map(|i| random_bytes(1000, 7000 + i)).collect();
     let mut conns: Vec<std::net::TcpStream> = bodies
         .iter()
         .map(|b| {
             let mut c = s.connect();
-            let path = format!("/r/data/{}", sha256_hex(b));
+            let path = format!("/r/locks/{}", sha256_hex(b));
             c.write_all(post_head(&path, b.len()).as_bytes()).unwrap();
             c.write_all(&b[..10]).unwrap();
             c
         })
         .collect();
-    wait_until(20, "64 uploads writing", || {
-        s.files_named("rest-server-temp").len() == 64
+    wait_until(20, "80 uploads open", || {
+        s.files_named("rest-server-temp").len() == 80
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(
-        s.files_named("rest-server-temp").len(),
-        64,
-        "only 64 at once"
-    );
-    // Finish them all: the waiting ones get their turn as the first ones end.
+    // A byte more from each, as a trickler would.
     for (c, b) in conns.iter_mut().zip(&bodies) {
-        c.write_all(&b[10..]).unwrap();
+        c.write_all(&b[10..11]).unwrap();
+    }
+    let normal = random_bytes(1 << 20, 99);
+    let started = std::time::Instant::now();
+    let r = s.post(&format!("/r/data/{}", sha256_hex(&normal)), &normal);
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a normal upload waited {:?} behind trickling ones",
+        started.elapsed()
+    );
+    // The trickling ones still finish.
+    for (c, b) in conns.iter_mut().zip(&bodies) {
+        c.write_all(&b[11..]).unwrap();
     }
     for c in conns {
         let resp = read_response(&mut std::io::BufReader::new(c), "POST");
@@ -562,8 +570,8 @@ fn at_most_64_uploads_write_at_once_the_rest_wait_their_turn() {
     }
     assert!(s.files_named("rest-server-temp").is_empty());
     let mut stored = 0;
-    walk(&s.data.join("r/data"), &mut |_| stored += 1);
-    assert_eq!(stored, 70);
+    walk(&s.data.join("r/locks"), &mut |_| stored += 1);
+    assert_eq!(stored, 80);
 }
 
 /// Writes `parts` on a new connection, pausing between them (so the server reads them
@@ -581,44 +589,43 @@ fn send_in_parts(s: &Server, parts: &[&[u8]], method: &str) -> Resp {
 }
 
 #[test]
-fn a_request_header_that_is_not_ascii_gets_400_and_the_server_goes_on() {
-    // async-h1 unwraps http-types' "header values are ASCII": one such request, before any
-    // authentication, used to abort the whole server (src/framing.rs).
+fn a_request_header_that_is_not_ascii_is_taken_as_go_takes_it_and_the_server_goes_on() {
+    // async-h1 unwrapped http-types' "header values are ASCII": one such request, before any
+    // authentication, used to abort the whole server. hyper keeps such bytes (obs-text, RFC
+    // 9110), as Go does; a header we read as text (Authorization, Range) is then not valid.
     let s = Server::start(&[]);
     s.create_repo("r");
-    let bad: [&[u8]; 4] = [
+    assert_eq!(s.post("/r/config", b"cfg").status, 200);
+    let odd: [&[u8]; 3] = [
         b"GET /r/config HTTP/1.1\r\nHost: t\r\nUser-Agent: caf\xc3\xa9\r\n\r\n",
         b"GET /r/config HTTP/1.1\r\nHost: t\r\nX-Forwarded-User: j\xc3\xb6rg\r\n\r\n",
         b"HEAD /r/config HTTP/1.1\r\nHost: t\r\nX: \xff\xfe\r\n\r\n",
-        b"GET /r/config HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
-    for raw in bad {
-        // Whole, and with the bad byte arriving in a read of its own.
-        let at = raw.iter().position(|&b| b >= 0x80).unwrap_or(raw.len() - 5);
+    for raw in odd {
+        let method = if raw.starts_with(b"HEAD") {
+            "HEAD"
+        } else {
+            "GET"
+        };
+        // Whole, and with the odd byte arriving in a read of its own.
+        let at = raw.iter().position(|&b| b >= 0x80).unwrap();
         for parts in [vec![raw], vec![&raw[..at], &raw[at..]]] {
-            let r = send_in_parts(&s, &parts, "GET");
-            assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
-            assert_eq!(r.header("connection"), Some("close"));
-            let why = r.text();
-            assert!(
-                why.contains("not ASCII") || why.contains("Transfer-Encoding"),
-                "{why}"
-            );
+            let r = send_in_parts(&s, &parts, method);
+            assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(raw));
         }
     }
-    // A raw UTF-8 path is no header: served as its percent-encoded self.
+    // A raw UTF-8 path is no header: routed as it is (no such repository).
     let r = send_in_parts(
         &s,
         &[b"GET /caf\xc3\xa9/config HTTP/1.1\r\nHost: t\r\n\r\n"],
         "GET",
     );
     assert_eq!(r.status, 404);
-    assert_eq!(s.post("/r/config", b"cfg").status, 200);
     assert_eq!(s.get("/r/config").body, b"cfg");
 }
 
 #[test]
-fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
+fn chunked_trailers_are_ignored_and_a_chunked_end_may_arrive_in_pieces() {
     let s = Server::start(&[]);
     s.create_repo("r");
     let body = random_bytes(100_000, 21);
@@ -627,25 +634,19 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
     let (upto_last, end) = whole.split_at(whole.len() - 5); // end: "0\r\n\r\n"
     assert_eq!(end, b"0\r\n\r\n");
 
-    // A trailer field with a non-ASCII byte used to abort the server (the same unwrap); an
-    // unfinished one left the upload's writer waiting forever, holding its upload slot and
-    // temp file. Now both are refused at their first byte: 400, nothing stored. "0\r\n\rX"
-    // in one read (found in review) once handed on a lone CR: the same endless wait.
-    for trailer in [
-        &b"0\r\nX: \xc3\xa9\r\n\r\n"[..],
-        b"0\r\nX: y\r\n",
-        b"0\r\nX",
-        b"0\r\n\rX",
-    ] {
-        let r = send_in_parts(&s, &[upto_last, trailer], "POST");
-        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(trailer));
+    // An unfinished trailer section used to leave the upload's writer waiting forever,
+    // holding its slot and temp file; "0\r\n\rX" once handed on a lone CR. Now malformed
+    // ends are 400 with nothing stored, and the connection does not hang.
+    for bad_end in [&b"0\r\n\rX"[..], b"0\r\nX\r\n\r\n"] {
+        let r = send_in_parts(&s, &[upto_last, bad_end], "POST");
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(bad_end));
         assert!(s.files_named(&id).is_empty());
         wait_until(10, "temp files removed", || {
             s.files_named("rest-server-temp").is_empty()
         });
     }
 
-    // A client that closes right after that last CR (held back, waiting for its LF): 400.
+    // A client that closes inside the last line: 400, nothing stored.
     let mut c = s.connect();
     c.write_all(upto_last).unwrap();
     c.write_all(b"0\r\n\r").unwrap();
@@ -653,29 +654,35 @@ fn chunked_trailers_are_refused_and_a_chunked_end_may_arrive_in_pieces() {
     assert_eq!(read_response(&mut BufReader::new(c), "POST").status, 400);
     assert!(s.files_named(&id).is_empty());
 
-    // The end of a body in pieces, even between its last CR and LF: the decoder used to
-    // wait forever when the empty line after the last chunk came in two reads.
+    // Trailer fields (even with non-ASCII bytes) are read and ignored, as the Go server does.
+    let r = send_in_parts(&s, &[upto_last, b"0\r\nX: \xc3\xa9\r\n", b"\r\n"], "POST");
+    assert_eq!(r.status, 200);
+    assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
+    assert_eq!(s.delete(&format!("/r/data/{id}")).status, 200);
+
+    // The end of a body in pieces, even between its last CR and LF.
     let parts: [&[u8]; 4] = [upto_last, b"0\r\n", b"\r", b"\n"];
     let r = send_in_parts(&s, &parts, "POST");
     assert_eq!(r.status, 200);
     assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
 
-    // Any other request with such a body is answered, then closed: async-h1 used to wait
-    // forever while draining it, keeping the socket open (one descriptor per request).
+    // Any other request with such a body is answered and leaves no descriptor behind.
     let before = s.open_fds();
     for i in 0..20 {
         let mut c = s.connect();
         let head = "GET /r/config HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
         let end = if i % 2 == 0 {
-            "0\r\nX: y\r\n"
+            "0\r\nX: y\r\n\r\n"
         } else {
             "0\r\n\rX"
         };
         c.write_all(format!("{head}{end}").as_bytes()).unwrap();
+        close_write(&c);
         let mut r = BufReader::new(c);
-        assert_eq!(read_response(&mut r, "GET").status, 404);
+        let status = read_response(&mut r, "GET").status;
+        assert!(status == 404 || status == 400, "{status}");
         let mut rest = Vec::new();
-        std::io::Read::read_to_end(&mut r, &mut rest).expect("the server closes the connection");
+        let _ = std::io::Read::read_to_end(&mut r, &mut rest);
     }
     wait_until(10, "no descriptor left behind", || {
         s.open_fds() < before + 5
