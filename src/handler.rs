@@ -135,7 +135,9 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     let route = route::parse(method.as_str(), &path, st.metrics.is_some());
     // --prometheus-no-auth: /metrics is open to anyone, as in the Go server.
     let open = st.metrics_no_auth && matches!(route, Ok(Route::Metrics));
-    let authenticated = match check_head(&req) {
+    let head = check_head(&req);
+    let malformed = head.is_err();
+    let authenticated = match head {
         Err(e) => Err(e),
         Ok(()) if open => Ok(None),
         Ok(()) => authenticate(st, &req, peer).await,
@@ -159,7 +161,8 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     });
     // A refused upload's body is never read: closing (after the answer) is cheaper than
     // swallowing gigabytes to reach the next request.
-    if (has_body && !res.status().is_success()) || st.stopping.load(Ordering::Relaxed) {
+    if (has_body && !res.status().is_success()) || malformed || st.stopping.load(Ordering::Relaxed)
+    {
         set(&mut res, header::CONNECTION, "close");
     }
     // Body bytes sent: a HEAD answer's Content-Length is never sent.
@@ -198,11 +201,17 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     res
 }
 
-/// What hyper leaves to us of RFC 9112: an HTTP/1.1 request names exactly one `Host` (400
-/// otherwise, as the Go server answers). The path never comes from it.
+/// What hyper leaves to us of RFC 9112 (each found by a test in tests/framing.rs): an HTTP/1.1
+/// request names exactly one `Host` (400 otherwise, as the Go server answers; the path never
+/// comes from it), and `Transfer-Encoding` appears at most once (hyper takes two `chunked`
+/// headers as one; Go refuses them, and a proxy in front may frame them otherwise). The
+/// connection is closed after such an answer.
 fn check_head(req: &Request) -> Result<(), Error> {
-    let hosts = req.headers().get_all(header::HOST).iter().count();
-    match (req.version(), hosts) {
+    let count = |name| req.headers().get_all(name).iter().count();
+    if count(header::TRANSFER_ENCODING) > 1 {
+        return Err(Error::BadRequest("more than one Transfer-Encoding header"));
+    }
+    match (req.version(), count(header::HOST)) {
         (_, 2..) => Err(Error::BadRequest("more than one Host header")),
         (Version::HTTP_11, 0) => Err(Error::BadRequest("HTTP/1.1 request without Host")),
         _ => Ok(()),

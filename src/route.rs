@@ -4,9 +4,9 @@
 //! The split follows the Go server's `splitURLPath`: up to two repo segments, stopping early at a
 //! segment that is a type name or `config`. Unlike Go (which decodes the whole path first), each
 //! segment is percent-decoded on its own, and one that decodes to something with a `/`, a NUL,
-//! `.` or `..` is refused, so no segment can ever name anything outside `--path`. (async-h1 also
-//! hands us a URL the `url` crate has normalised, so literal dot segments are resolved, never above
-//! the root, before we see them; the checks here do not rely on that.)
+//! `.`, `..` or a backslash is refused (404), so no segment can ever name anything outside
+//! `--path`. hyper hands us the request target as sent: literal dot segments arrive here
+//! unresolved and are refused the same way.
 
 use crate::error::Error;
 
@@ -190,9 +190,10 @@ fn decode_segment(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A repo segment must name exactly one directory entry below its parent.
+/// A repo segment must name exactly one directory entry below its parent. A backslash is
+/// refused too: it separates paths on other systems, and no restic client sends one.
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0'])
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\\'])
 }
 
 #[cfg(test)]
@@ -276,6 +277,10 @@ mod tests {
             "/a%2Fb/config",
             "/..%2f..%2fetc/config",
             "/a%00/config",
+            "/a\\..\\config",
+            "/a%5c..%5cconfig",
+            "/a/..\\config",
+            "/a/locks/../config",
             "//config",
             "/a//config",
             "/%/config",

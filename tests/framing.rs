@@ -1,0 +1,301 @@
+//! Where a request ends, tried as an attacker would, on raw sockets against the real binary
+//! (docs/http.md). Each case is what the Go server answers, or better where it says so.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Sends `raw` in one write on a new connection.
+fn send(s: &Server, raw: &[u8]) -> BufReader<TcpStream> {
+    let mut c = s.connect();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(raw).unwrap();
+    BufReader::new(c)
+}
+
+/// Whether the server has closed the connection (EOF within 10 s, after any bytes left).
+fn closed(r: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).is_ok()
+}
+
+/// Whether the connection is still open and silent after a short look.
+fn still_open(r: &mut BufReader<TcpStream>) -> bool {
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let open = match r.fill_buf() {
+        Ok(b) => !b.is_empty(),
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    open
+}
+
+fn repo_with_config(s: &Server) {
+    s.create_repo("r");
+    assert_eq!(s.post("/r/config", b"the-config").status, 200);
+}
+
+#[test]
+fn four_pipelined_requests_get_four_answers_in_order() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let missing = "0".repeat(64);
+    let raw = format!(
+        "GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+         GET /r/keys/{missing} HTTP/1.1\r\nHost: t\r\n\r\n\
+         GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+         HEAD /r/config HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    );
+    let mut r = send(&s, raw.as_bytes());
+    let got: Vec<u16> = ["GET", "GET", "GET", "HEAD"]
+        .iter()
+        .map(|m| read_response(&mut r, m).status)
+        .collect();
+    assert_eq!(got, [200, 404, 200, 200]);
+    assert!(closed(&mut r), "Connection: close is honoured");
+}
+
+#[test]
+fn a_body_is_never_parsed_as_a_request() {
+    // The audit's case: GET and the head of a POST in one write, the POST's body (which reads
+    // like a DELETE of the config) 0.3 s later, and also in the same write.
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let smuggled = b"DELETE /r/config HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(smuggled.len(), 38);
+    let id = sha256_hex(smuggled);
+    for later in [true, false] {
+        let head = format!(
+            "GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+             POST /r/snapshots/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 38\r\n\r\n"
+        );
+        let mut raw = head.into_bytes();
+        if !later {
+            raw.extend_from_slice(smuggled);
+        }
+        let mut r = send(&s, &raw);
+        if later {
+            std::thread::sleep(Duration::from_millis(300));
+            r.get_mut().write_all(smuggled).unwrap();
+        }
+        assert_eq!(read_response(&mut r, "GET").status, 200);
+        assert_eq!(read_response(&mut r, "POST").status, 200);
+        // Nothing else is answered: the body ran as no request.
+        assert!(still_open(&mut r), "a third answer came");
+        assert_eq!(s.get("/r/config").body, b"the-config");
+        assert_eq!(s.get(&format!("/r/snapshots/{id}")).body, smuggled);
+        assert_eq!(s.delete(&format!("/r/snapshots/{id}")).status, 200);
+    }
+}
+
+#[test]
+fn an_ambiguous_content_length_is_400_closes_and_stores_nothing() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let body = b"hello";
+    let id = sha256_hex(body);
+    for lengths in [
+        &["1000", "5"][..],
+        &["5", "1000"],
+        &["+5"],
+        &["5, 6"],
+        &["0x5"],
+        &["-5"],
+        &["5 5"],
+        &[""],
+    ] {
+        let mut raw = format!("POST /r/keys/{id} HTTP/1.1\r\nHost: t\r\n");
+        for l in lengths {
+            raw.push_str(&format!("Content-Length: {l}\r\n"));
+        }
+        raw.push_str("\r\nhello");
+        let mut r = send(&s, raw.as_bytes());
+        assert_eq!(read_response(&mut r, "POST").status, 400, "{lengths:?}");
+        assert!(closed(&mut r), "{lengths:?}: connection left open");
+        assert_eq!(s.head(&format!("/r/keys/{id}")).status, 404, "{lengths:?}");
+    }
+    // Repeated identical values are one length (RFC 9110), as in Go.
+    let raw = format!(
+        "POST /r/keys/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+    );
+    assert_eq!(
+        read_response(&mut send(&s, raw.as_bytes()), "POST").status,
+        200
+    );
+    assert!(s.files_named("rest-server-temp").is_empty());
+}
+
+#[test]
+fn a_transfer_coding_other_than_chunked_is_refused_and_stores_nothing() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let body = b"hello";
+    let id = sha256_hex(body);
+    for te in [
+        "gzip",
+        "chunked, gzip",
+        "identity",
+        "chunked\r\nTransfer-Encoding: chunked",
+    ] {
+        let raw = format!(
+            "POST /r/keys/{id} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let mut r = send(&s, raw.as_bytes());
+        let status = read_response(&mut r, "POST").status;
+        assert!(status == 400 || status == 501, "{te:?}: {status}");
+        assert!(closed(&mut r), "{te:?}: connection left open");
+        assert_eq!(s.head(&format!("/r/keys/{id}")).status, 404, "{te:?}");
+    }
+    // Both a length and chunked: chunked wins and the connection closes after (RFC 9112 6.3).
+    let raw = format!(
+        "POST /r/keys/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    );
+    let mut r = send(&s, raw.as_bytes());
+    let status = read_response(&mut r, "POST").status;
+    assert!(status == 200 || status == 400, "{status}");
+    if status == 200 {
+        assert_eq!(s.get(&format!("/r/keys/{id}")).body, body);
+    }
+}
+
+#[test]
+fn the_host_header_never_takes_part_in_the_path() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let raw = "GET /config HTTP/1.1\r\nHost: localhost/r\r\n\r\n";
+    assert_eq!(
+        read_response(&mut send(&s, raw.as_bytes()), "GET").status,
+        404
+    );
+    // An absolute-form target is routed by its path alone.
+    for target in ["http://x/r/config", "http://localhost:1/r/config?x=1"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: elsewhere\r\n\r\n");
+        let got = read_response(&mut send(&s, raw.as_bytes()), "GET");
+        assert_eq!((got.status, got.body.as_slice()), (200, &b"the-config"[..]));
+    }
+}
+
+#[test]
+fn http_1_0_requests_are_answered_and_closed_unless_kept_alive() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let mut r = send(&s, b"GET /r/config HTTP/1.0\r\n\r\n");
+    let got = read_response(&mut r, "GET");
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"the-config"[..]));
+    assert!(closed(&mut r));
+    let mut r = send(
+        &s,
+        b"GET /r/config HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut r, "GET").status, 200);
+    assert!(still_open(&mut r), "keep-alive was asked for");
+    let again = exchange(&mut r, b"HEAD /r/config HTTP/1.0\r\n\r\n", "HEAD");
+    assert_eq!(again.header("content-length"), Some("10"));
+    assert!(closed(&mut r));
+    // curl --http1.0, as a user would.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http1.0", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/r/config", s.addr))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+#[test]
+fn malformed_heads_get_a_status_line_not_a_silent_close() {
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let big = format!(
+        "GET /r/config HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /r/config HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    let cases: [(&str, &[u8], &[u16]); 6] = [
+        ("20 KB header", big.as_bytes(), &[431]),
+        ("101 headers", many.as_bytes(), &[431]),
+        (
+            "HTTP/1.1 without Host",
+            b"GET /r/config HTTP/1.1\r\n\r\n",
+            &[400],
+        ),
+        (
+            "two Host headers",
+            b"GET /r/config HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            &[400],
+        ),
+        (
+            "space in target",
+            b"GET /r/con fig HTTP/1.1\r\nHost: t\r\n\r\n",
+            &[400],
+        ),
+        (
+            "obs-fold",
+            b"GET /r/config HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
+            &[400],
+        ),
+    ];
+    for (what, raw, want) in cases {
+        let mut r = send(&s, raw);
+        let status = read_response(&mut r, "GET").status;
+        assert!(want.contains(&status), "{what}: {status}");
+        assert!(closed(&mut r), "{what}: connection left open");
+    }
+    // A 100-header request is still fine.
+    let hundred: String = (0..98).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let raw = format!("GET /r/config HTTP/1.1\r\nHost: t\r\n{hundred}\r\n");
+    assert_eq!(
+        read_response(&mut send(&s, raw.as_bytes()), "GET").status,
+        200
+    );
+}
+
+#[test]
+fn dot_segments_and_backslashes_never_reach_another_object() {
+    let s = Server::start(&["--no-auth"]);
+    s.create_repo("r");
+    assert_eq!(s.post("/r/config", b"r-config").status, 200);
+    // A config at the root repository too: `/../config` once served it.
+    assert_eq!(s.post("/config", b"root-config").status, 200);
+    let id = "a".repeat(64);
+    for target in [
+        "/../config".to_owned(),
+        "/./config".to_owned(),
+        "/r/../config".to_owned(),
+        "/r/%2e%2e/config".to_owned(),
+        "/r/%2E%2E/config".to_owned(),
+        "/r/./config".to_owned(),
+        "/r/locks/../config".to_owned(),
+        "/r\\..\\config".to_owned(),
+        "/r/..\\config".to_owned(),
+        "/r%5c..%5cconfig".to_owned(),
+        "/r/%2e%2e%2fconfig".to_owned(),
+        format!("/r/keys/../../config/{id}"),
+        "//config".to_owned(),
+        "/r//config".to_owned(),
+    ] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let mut r = send(&s, raw.as_bytes());
+        let got = read_response(&mut r, "GET");
+        assert!(
+            got.status == 404 || got.status == 400 || got.status == 301,
+            "{target}: {}",
+            got.status
+        );
+        if got.status == 301 {
+            // A redirect names the clean path, never serves.
+            assert!(got.body.is_empty() || !got.text().contains("config"));
+        }
+    }
+    assert_eq!(s.get("/r/config").body, b"r-config");
+}
