@@ -72,6 +72,10 @@ fn main() -> ExitCode {
     // TLS before the state: a missing, unreadable or mismatched certificate or key is a
     // configuration error (exit 2), found before anything is written (but the pair that
     // --tls-generate-cert was asked to write).
+    if let Err(e) = server::check_listen(&cfg.listen) {
+        eprintln!("rest-server: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let tls = match start_tls(&cfg) {
         Ok(tls) => tls,
         Err(e) => {

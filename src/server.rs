@@ -24,8 +24,8 @@ use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,7 +74,58 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, Option<PathBuf>),
+    /// With the socket file we made (`None` for one passed by systemd).
+    Unix(UnixListener, Option<SocketFile>),
+}
+
+/// The socket file a `unix:` listener made: removed at exit only if it is still that file
+/// (another server may have replaced it meanwhile).
+struct SocketFile {
+    path: PathBuf,
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> Option<SocketFile> {
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_owned(),
+            id: (m.dev(), m.ino()),
+        })
+    }
+
+    fn remove(&self) {
+        let now = std::fs::symlink_metadata(&self.path).map(|m| (m.dev(), m.ino()));
+        if now.is_ok_and(|id| id == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Whether `path` is a socket nothing listens on (a connect to it fails): one left behind by
+/// a crash. A socket that answers is another server's: an error.
+fn stale_socket(path: &Path) -> Result<bool, String> {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        return Ok(false);
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(format!(
+            "cannot listen on unix:{}: address already in use (another server listens on it)",
+            path.display()
+        )),
+        Err(_) => Ok(true),
+    }
+}
+
+/// Refuses, before anything is written, a `unix:` address another server listens on (a
+/// configuration error: exit status 2). Without systemd's socket, that is.
+pub(crate) fn check_listen(listen: &Listen) -> Result<(), String> {
+    match listen {
+        Listen::Unix(path) if std::env::var_os("LISTEN_FDS").is_none() => {
+            stale_socket(path).map(|_| ())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM. The executor runs on one thread per core (this one
@@ -174,8 +225,8 @@ async fn serve(
     }
 
     // Stop accepting, then give requests in flight a bounded time to finish.
-    if let Listener::Unix(_, Some(path)) = &listener {
-        let _ = std::fs::remove_file(path);
+    if let Listener::Unix(_, Some(ours)) = &listener {
+        ours.remove();
     }
     drop(listener);
     state.stopping.store(true, Ordering::Relaxed);
@@ -220,14 +271,16 @@ fn bind(listen: &Listen) -> Result<Listener, String> {
     match listen {
         Listen::Unix(path) => {
             // A socket left behind by a crash would make bind fail: replace it, but never
-            // anything that is not a socket.
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            // anything that is not a socket, nor one a server still listens on
+            // (`check_listen` refused that at start-up; this is the same check, later).
+            if stale_socket(path)? {
                 let _ = std::fs::remove_file(path);
             }
             let l = UnixListener::bind(path)
                 .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+            let ours = SocketFile::of(path);
             log::info!("start server on unix:{}", path.display());
-            Ok(Listener::Unix(l, Some(path.clone())))
+            Ok(Listener::Unix(l, ours))
         }
         Listen::Tcp(addr) => {
             let l = match addr.strip_prefix(':') {
