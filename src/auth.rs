@@ -55,7 +55,8 @@ pub(crate) enum Verdict {
     Ok,
     /// Wrong password or unknown user (401).
     Wrong,
-    /// Not checked: too many wrong passwords lately (429), see `budget.rs`.
+    /// Not checked (429): too many wrong passwords lately (`budget.rs`), or every turn of
+    /// the address taken for 5 s (`throttle.rs`).
     Busy,
 }
 
