@@ -10,9 +10,17 @@
 //! pool, at most one per two cores at a time, never on an executor thread.
 //!
 //! The way of one check: cache hit -> done at once (nothing below ever slows it). Otherwise
-//! the address's turn (`throttle.rs`); then, for a slow hash from an address that has not
-//! logged in lately, the flood budget (`budget.rs`: at once, paced, or refused unchecked,
-//! which the client sees as 429); then a slow-hash slot and the hash.
+//! one of the address's turns (`throttle.rs`: at once unless guessers from that address hold
+//! all of them); then, for a slow hash from an address that has not logged in lately, the
+//! flood budget (`budget.rs`: at once, paced, or refused unchecked, which the client sees as
+//! 429); then a slow-hash slot and the hash. A right password is answered right then; only a
+//! failure waits, for its turn in the address's line of delayed 401s. Nothing here tells a
+//! right password from a guess before the hash has run, so nothing before the hash may wait
+//! on what other clients of the same address do, short of their holding every turn.
+//!
+//! A request dropped halfway does not cut its check short: the hash already running keeps
+//! its slot and pays its bill to the budget (both travel with it to the blocking pool), and
+//! its turn is booked as a failure.
 //!
 //! Invariant: a cache entry can only vouch for the exact stored hash it was made with, and
 //! every check first looks the user up in the current users. So a user removed from the file,
@@ -27,7 +35,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a verified user:password pair is trusted without running bcrypt again.
@@ -47,7 +55,8 @@ pub(crate) enum Verdict {
     Ok,
     /// Wrong password or unknown user (401).
     Wrong,
-    /// Not checked: too many wrong passwords lately (429), see `budget.rs`.
+    /// Not checked (429): too many wrong passwords lately (`budget.rs`), or every turn of
+    /// the address taken for 5 s (`throttle.rs`).
     Busy,
 }
 
@@ -60,9 +69,10 @@ pub(crate) struct Auth {
     salt: [u8; 16],
     /// At most one slow hash per two cores: a flood of wrong passwords cannot starve
     /// everything else.
-    slow_slots: smol::lock::Semaphore,
+    slow_slots: Arc<smol::lock::Semaphore>,
     throttle: Throttle,
-    budget: Mutex<Budget>,
+    /// Shared with the hashes under way, which pay their own bill (see `check`).
+    budget: Arc<Mutex<Budget>>,
 }
 
 impl Auth {
@@ -82,9 +92,9 @@ impl Auth {
             users,
             cache: Mutex::new(HashMap::new()),
             salt: random_salt(),
-            slow_slots: smol::lock::Semaphore::new(slow_slots),
+            slow_slots: Arc::new(smol::lock::Semaphore::new(slow_slots)),
             throttle: Throttle::default(),
-            budget: Mutex::new(Budget::new(Instant::now())),
+            budget: Arc::new(Mutex::new(Budget::new(Instant::now()))),
         })
     }
 
@@ -103,10 +113,10 @@ impl Auth {
     }
 
     /// Checks a user:password pair from client address `peer`. A pair verified within
-    /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation and
-    /// waits for the address's turn (see `throttle.rs`) and, during a flood, for the global
-    /// budget (see `budget.rs`); a failure is answered after a delay that grows with the
-    /// address's failures in a row.
+    /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation, takes
+    /// one of the address's turns (see `throttle.rs`) and, during a flood, waits for the
+    /// global budget (see `budget.rs`); a failure is answered after a delay that grows with
+    /// the address's failures in a row, one failure's answer after another.
     pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> Verdict {
         self.users.reload_if_changed().await;
         // Hold this version of the users for the whole check: a reload meanwhile does not
@@ -122,25 +132,29 @@ impl Auth {
         {
             return Verdict::Ok;
         }
-        let Some(start) = self.throttle.admit(peer, Instant::now()) else {
-            log::debug!("login from {peer} as user {user:?} refused unchecked: too many queued");
-            smol::Timer::after(throttle::MAX_DELAY).await;
-            return Verdict::Wrong;
+        // A turn of this address: at once unless guessers hold all of them (throttle.rs).
+        let Some(turn) = self.throttle.turn(peer, user).await else {
+            log::debug!(
+                "login from {peer} as user {user:?} refused unchecked: {} checks from that \
+                 address under way for {} s",
+                throttle::MAX_IN_FLIGHT,
+                throttle::MAX_DELAY.as_secs()
+            );
+            return Verdict::Busy;
         };
-        if start > Instant::now() {
-            smol::Timer::at(start).await;
-        }
         let checked = match hash {
             Some(hash) => self.check(hash, password, peer).await,
             // An unknown user costs no hash, but is throttled and answered like a wrong
             // password, and goes the same way through the flood budget.
             None => self.pretend(&users, peer).await,
         };
-        // Refused by the flood budget: answered at once, so refusals cannot pile up. The
-        // address's advance failure stays counted: a guesser hammering us gains nothing, and
-        // restic's own back-off between retries outgrows ours.
+        // Refused by the flood budget: answered at once, so refusals cannot pile up. It
+        // counts as a failure of the address and keeps its turn for a failure's delay: a
+        // guesser hammering us gains nothing, and restic's own back-off between retries
+        // outgrows ours.
         let Some(ok) = checked else {
             log::debug!("login from {peer} as user {user:?} refused unchecked: login flood");
+            turn.failed(Instant::now());
             return Verdict::Busy;
         };
         if let (true, Some(key)) = (ok, key) {
@@ -151,12 +165,13 @@ impl Auth {
             }
             cache.insert(key, now + PASSWORD_CACHE_TTL);
             drop(cache);
-            self.throttle.succeeded(peer, now);
+            turn.succeeded(now);
             Verdict::Ok
         } else {
-            let delay = self.throttle.failed(peer, user, Instant::now());
+            // Only the failure waits, for its place in this address's line of answers.
+            let answer_at = turn.failed(Instant::now());
             log::debug!("failed login from {peer} as user {user:?}");
-            smol::Timer::after(delay).await;
+            smol::Timer::at(answer_at).await;
             Verdict::Wrong
         }
     }
@@ -174,7 +189,7 @@ impl Auth {
             paced = admission != Admission::Now;
             reserved = wait_for(admission).await?;
         }
-        let mut slot = self.slow_slots.acquire().await;
+        let mut slot = self.slow_slots.acquire_arc().await;
         if !exempt && !paced {
             // Admitted at once, but perhaps behind many others in the slot queue (the first
             // wave of a flood all arrives while the budget is untouched): ask again now that
@@ -183,18 +198,21 @@ impl Auth {
             if admission != Admission::Now {
                 drop(slot);
                 reserved = wait_for(admission).await?;
-                slot = self.slow_slots.acquire().await;
+                slot = self.slow_slots.acquire_arc().await;
             }
         }
-        let (hash, password) = (hash.clone(), password.to_owned());
-        let (ok, took) = smol::unblock(move || {
+        let (hash, password, budget) = (hash.clone(), password.to_owned(), self.budget.clone());
+        // The slot and the bill go with the hash, not with this request: a client that hangs
+        // up mid-check cannot free the slot early or leave its wrong password unpaid.
+        let ok = smol::unblock(move || {
             let started = Instant::now();
             let ok = hash.verify(password.as_bytes());
-            (ok, started.elapsed())
+            let took = started.elapsed();
+            drop(slot);
+            lock(&budget).finish(Instant::now(), reserved, took, ok);
+            ok
         })
         .await;
-        drop(slot);
-        self.budget().finish(Instant::now(), reserved, took, ok);
         Some(ok)
     }
 
@@ -215,7 +233,7 @@ impl Auth {
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
-        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.budget)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
@@ -231,6 +249,10 @@ impl Auth {
         }
         h.finalize().into()
     }
+}
+
+fn lock(budget: &Mutex<Budget>) -> std::sync::MutexGuard<'_, Budget> {
+    budget.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits as the flood budget said; the reservation made, or `None`: refuse unchecked.
@@ -250,8 +272,10 @@ impl Load for Users {
 
     /// Lines the server skips are logged as warnings, naming the file.
     fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        let (users, warnings) = htpasswd::parse(&text);
+        // Not UTF-8 throughout (a name in Latin-1): as in the Go server, only the lines that
+        // are not valid are skipped, not the whole file (U+FFFD is no letter, nor in a hash).
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let (users, warnings) = htpasswd::parse(&String::from_utf8_lossy(&bytes));
         for w in warnings {
             log::warn!("{}: {w}", path.display());
         }

@@ -543,7 +543,7 @@ mod tests {
             &["add"],
             &["add", "bad name"],
             &["add", "a:b"],
-            &["add", "ä"],
+            &["add", "jo\u{308}rg"],
             &["list", "extra"],
             &["frobnicate"],
             &["add", "x", "--cost", "3"],
