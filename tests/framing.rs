@@ -299,3 +299,205 @@ fn dot_segments_and_backslashes_never_reach_another_object() {
     }
     assert_eq!(s.get("/r/config").body, b"r-config");
 }
+
+/// Reads answers until the server closes, the `methods` of the requests in order (HEAD has
+/// no body); at most one answer per request.
+fn answers(r: &mut BufReader<TcpStream>, methods: &[&str]) -> Vec<u16> {
+    let mut got = Vec::new();
+    while r.fill_buf().is_ok_and(|b| !b.is_empty()) {
+        let method = methods.get(got.len()).copied().unwrap_or("GET");
+        got.push(read_response(r, method).status);
+        assert!(
+            got.len() <= methods.len(),
+            "more answers than requests: {got:?}"
+        );
+    }
+    got
+}
+
+/// Which of `ids` are stored in `r/keys/`, then removes them (the next run starts clean).
+fn stored_then_cleared(s: &Server, ids: &[String]) -> Vec<bool> {
+    ids.iter()
+        .map(|id| {
+            let p = s.data.join(format!("r/keys/{id}"));
+            let there = p.exists();
+            if there {
+                std::fs::remove_file(&p).unwrap();
+            }
+            there
+        })
+        .collect()
+}
+
+/// Sends `parts` on one connection (a pause between them so the server reads them apart),
+/// ends our side, and returns the answers.
+fn run(s: &Server, parts: &[&[u8]], methods: &[&str]) -> Vec<u16> {
+    let mut c = s.connect();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if c.write_all(p).is_err() {
+            break;
+        }
+    }
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    answers(&mut BufReader::new(c), methods)
+}
+
+#[test]
+fn framing_battery_split_at_every_byte_answers_once_and_stores_only_framed_bodies() {
+    // Each request (or pipelined mix) is sent whole, then split in two at every byte, then
+    // cut off at every byte. Split anywhere, it must get the same answers and store the same
+    // objects as whole; cut off, it must store only bodies it received whole and answer no
+    // request it did not receive whole.
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let (a, b) = (b"hello".as_slice(), b"world!".as_slice());
+    let (ia, ib) = (sha256_hex(a), sha256_hex(b));
+    let ids = [ia.clone(), ib.clone()];
+    let post_a = format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let chunked_b = |size_line: &str| {
+        format!(
+            "POST /r/keys/{ib} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{size_line}\r\nworld!\r\n0\r\n\r\n"
+        )
+    };
+    struct Case {
+        what: &'static str,
+        raw: String,
+        methods: Vec<&'static str>,
+        /// The answers and the objects stored when sent whole, where the contract fixes them.
+        want: Option<(Vec<u16>, [bool; 2])>,
+    }
+    let case = |what, raw: String, methods: &[&'static str], want| Case {
+        what,
+        raw,
+        methods: methods.to_vec(),
+        want,
+    };
+    let cases = [
+        case(
+            "length",
+            post_a.clone(),
+            &["POST"],
+            Some((vec![200], [true, false])),
+        ),
+        case(
+            "chunked",
+            chunked_b("6"),
+            &["POST"],
+            Some((vec![200], [false, true])),
+        ),
+        case(
+            "chunk extension",
+            chunked_b("6;name=value"),
+            &["POST"],
+            Some((vec![200], [false, true])),
+        ),
+        case(
+            "chunk size with a sign",
+            chunked_b("+6"),
+            &["POST"],
+            Some((vec![400], [false, false])),
+        ),
+        case(
+            "chunk size overflow",
+            chunked_b("10000000000000006"),
+            &["POST"],
+            Some((vec![400], [false, false])),
+        ),
+        case(
+            "chunk size not hex",
+            chunked_b("0x6"),
+            &["POST"],
+            Some((vec![400], [false, false])),
+        ),
+        case(
+            "bare LF in a chunked body",
+            format!(
+                "POST /r/keys/{ib} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6\nworld!\n0\n\n"
+            ),
+            &["POST"],
+            None,
+        ),
+        case(
+            "bare LF head",
+            "GET /r/config HTTP/1.1\nHost: t\n\n".into(),
+            &["GET"],
+            None,
+        ),
+        case(
+            "obs-fold",
+            format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length:\r\n 5\r\n\r\nhello"),
+            &["POST"],
+            Some((vec![400], [false, false])),
+        ),
+        case(
+            "conflicting lengths",
+            format!(
+                "POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 4\r\n\r\nhello"
+            ),
+            &["POST"],
+            Some((vec![400], [false, false])),
+        ),
+        case(
+            "pipelined mix",
+            format!(
+                "{post_a}{}GET /r/keys/{ia} HTTP/1.1\r\nHost: t\r\n\r\nHEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\nDELETE /r/locks/{ia} HTTP/1.1\r\nHost: t\r\n\r\n",
+                chunked_b("6")
+            ),
+            &["POST", "POST", "GET", "HEAD", "DELETE"],
+            Some((vec![200, 200, 200, 200, 200], [true, true])),
+        ),
+        case(
+            "a body that reads like a request",
+            format!(
+                "POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nGET /GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n"
+            ),
+            &["POST", "GET"],
+            Some((vec![400], [false, false])),
+        ),
+    ];
+    for c in &cases {
+        let raw = c.raw.as_bytes();
+        let whole = run(&s, &[raw], &c.methods);
+        let stored = stored_then_cleared(&s, &ids);
+        if let Some((answers, objects)) = &c.want {
+            assert_eq!(
+                (&whole, &stored.as_slice()),
+                (answers, &&objects[..]),
+                "{}",
+                c.what
+            );
+        }
+        for at in 1..raw.len() {
+            let split = run(&s, &[&raw[..at], &raw[at..]], &c.methods);
+            let split_stored = stored_then_cleared(&s, &ids);
+            assert_eq!(
+                (&split, &split_stored),
+                (&whole, &stored),
+                "{} split at {at}",
+                c.what
+            );
+            let cut = run(&s, &[&raw[..at]], &c.methods);
+            let cut_stored = stored_then_cleared(&s, &ids);
+            assert!(cut.len() <= whole.len(), "{} cut at {at}: {cut:?}", c.what);
+            for (i, got) in cut_stored.iter().enumerate() {
+                assert!(
+                    !got || stored[i],
+                    "{} cut at {at} stored {}",
+                    c.what,
+                    ids[i]
+                );
+            }
+            // A stored object means its request was answered 200 in the cut-off run too.
+            if cut_stored.iter().any(|&x| x) {
+                assert!(cut.contains(&200), "{} cut at {at}: {cut:?}", c.what);
+            }
+        }
+    }
+    assert!(s.files_named("rest-server-temp").is_empty());
+    assert_eq!(s.get("/r/config").body, b"the-config");
+}
