@@ -28,8 +28,8 @@
 //! Every mistake is an error with its line number, never a warning: a typo in an access rule
 //! must not silently open or close a repository.
 
+use crate::auth::htpasswd::valid_username;
 use crate::cli::parse_size;
-use crate::htpasswd::valid_username;
 use crate::watch::Load;
 use std::fmt;
 use std::path::Path;

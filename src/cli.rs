@@ -167,8 +167,8 @@ pub(crate) struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Command {
     Serve(Box<Config>),
-    /// `rest-server user ...`: manage the htpasswd file (parsed in `usercmd.rs`).
-    User(crate::usercmd::UserCommand),
+    /// `rest-server user ...`: manage the htpasswd file (parsed in `cmd/user.rs`).
+    User(crate::cmd::user::UserCommand),
     /// `rest-server access check USER REPO --access-file FILE`.
     AccessCheck {
         file: PathBuf,
@@ -219,7 +219,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
     let mut given = Given::default();
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
-        return crate::usercmd::parse(args).map(Command::User);
+        return crate::cmd::user::parse(args).map(Command::User);
     }
     if args.next_if(|a| a == "access").is_some() {
         return parse_access(args);

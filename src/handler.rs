@@ -6,15 +6,15 @@
 use crate::access::{Right, Rules};
 use crate::accesslog::{AccessLog, Entry, escape};
 use crate::auth::{self, Auth, Verdict};
-use crate::body::{Body, Response};
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
+use crate::http::body::{Body, Response};
 use crate::http::{Range, parse_basic, parse_range, query_value, status_response};
 use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
-use crate::quota::{Quota, SegmentLimit};
-use crate::repo::{Occupant, Repos};
 use crate::route::{self, File, Kind, Op, RepoPath, Route};
-use crate::upload::{self, Stored, TempObject, Turns};
+use crate::storage::quota::{Quota, SegmentLimit};
+use crate::storage::repo::{Occupant, Repos};
+use crate::storage::upload::{self, Stored, TempObject, Turns};
 use crate::watch::Watched;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -60,7 +60,7 @@ pub(crate) struct State {
     pub metrics: Option<Metrics>,
     /// `--prometheus-no-auth`: `/metrics` needs no credentials.
     pub metrics_no_auth: bool,
-    /// Turns to write a chunk of an upload (`upload.rs`).
+    /// Turns to write a chunk of an upload (`storage/upload.rs`).
     pub uploads: Turns,
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     pub in_flight: AtomicUsize,

@@ -2,30 +2,21 @@
 //!
 //! The process, start to end: parse the command line (exit 2 on a bad one), set up logging,
 //! build the shared state, say what is on, serve until SIGINT/SIGTERM. Read on in
-//! `server.rs` -> `handler.rs` -> `repo.rs` / `upload.rs` to see the whole server.
+//! `http/server.rs` -> `handler.rs` -> `storage/repo.rs` / `storage/upload.rs` to see the whole server.
 
 #![forbid(unsafe_code)]
 
 mod access;
 mod accesslog;
 mod auth;
-mod body;
-mod budget;
 mod cli;
+mod cmd;
 mod error;
 mod handler;
-mod htpasswd;
 mod http;
 mod metrics;
-mod quota;
-mod repo;
 mod route;
-mod server;
-mod throttle;
-#[cfg(feature = "tls")]
-mod tls;
-mod upload;
-mod usercmd;
+mod storage;
 mod watch;
 
 use cli::{Command, Config};
@@ -39,7 +30,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(cfg)) => cfg,
-        Ok(Command::User(cmd)) => return usercmd::run(&cmd),
+        Ok(Command::User(cmd)) => return cmd::user::run(&cmd),
         Ok(Command::AccessCheck { file, user, repo }) => {
             return access::check_command(&file, &user, &repo);
         }
@@ -72,7 +63,7 @@ fn main() -> ExitCode {
     // TLS before the state: a missing, unreadable or mismatched certificate or key is a
     // configuration error (exit 2), found before anything is written (but the pair that
     // --tls-generate-cert was asked to write).
-    if let Err(e) = server::check_listen(&cfg.listen) {
+    if let Err(e) = http::server::check_listen(&cfg.listen) {
         eprintln!("rest-server: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -95,7 +86,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     announce(&cfg, &state);
-    match server::run(&cfg, state, tls) {
+    match http::server::run(&cfg, state, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
@@ -106,11 +97,11 @@ fn main() -> ExitCode {
 
 /// `--tls`: generates the pair if asked, loads it and says what is on.
 #[cfg(feature = "tls")]
-fn start_tls(cfg: &Config) -> Result<Option<Arc<server::Tls>>, String> {
+fn start_tls(cfg: &Config) -> Result<Option<Arc<http::server::Tls>>, String> {
     let Some(tls_cfg) = &cfg.tls else {
         return Ok(None);
     };
-    let (tls, loaded) = tls::Tls::start(tls_cfg)?;
+    let (tls, loaded) = http::tls::Tls::start(tls_cfg)?;
     for line in tls.describe() {
         log::info!("{line}");
     }
@@ -122,7 +113,7 @@ fn start_tls(cfg: &Config) -> Result<Option<Arc<server::Tls>>, String> {
 }
 
 #[cfg(not(feature = "tls"))]
-fn start_tls(_: &Config) -> Result<Option<Arc<server::Tls>>, String> {
+fn start_tls(_: &Config) -> Result<Option<Arc<http::server::Tls>>, String> {
     Ok(None)
 }
 

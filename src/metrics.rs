@@ -40,8 +40,8 @@
 //! tens of microseconds of file-system work of the cheapest request. Joining, escaping and
 //! formatting happen at scrape time on a copy taken under the lock (~0.4 ms for 50 sets).
 
-use crate::quota::Report;
 use crate::route::Kind;
+use crate::storage::quota::Report;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;

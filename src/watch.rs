@@ -3,7 +3,7 @@
 //! most every [`CHECK_INTERVAL`]). A version that fails to load never replaces the one in use:
 //! the error is logged (once per change, not every interval) and the previous version stays.
 //!
-//! The htpasswd file (`auth.rs`) and the access file (`access.rs`) both live in one of these.
+//! The htpasswd file (`auth/mod.rs`) and the access file (`access.rs`) both live in one of these.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};

@@ -7,9 +7,9 @@
 //! body is never taken for a request, ambiguous lengths are refused; a malformed or oversized
 //! head gets hyper's 400 or 431 and the connection closes.
 
-use crate::body::Body;
 use crate::cli::{Config, Listen};
 use crate::handler::{self, State};
+use crate::http::body::Body;
 use async_signal::{Signal, Signals};
 use hyper::body::{Bytes, Frame, SizeHint};
 use hyper::header::CONNECTION;
@@ -64,7 +64,7 @@ const LINGER_BYTES: usize = 4 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(feature = "tls")]
-pub(crate) use crate::tls::Tls;
+pub(crate) use crate::http::tls::Tls;
 /// Built without the "tls" feature: there is never a TLS acceptor (the CLI refuses `--tls`).
 #[cfg(not(feature = "tls"))]
 pub(crate) enum Tls {}
@@ -552,8 +552,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        with_timeout(&mut this.write_timer, cx, poll)
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            // A flush that is done at once (a socket has nothing to flush) is no progress: it
+            // must not restart the clock of a write that is stuck (a client that stopped
+            // reading a download was dropped after 120 s instead of 60).
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => with_timeout(&mut this.write_timer, cx, Poll::Pending),
+        }
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

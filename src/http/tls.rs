@@ -1,6 +1,6 @@
 //! TLS: PEM certificate and key -> an OpenSSL acceptor (minimum version, cipher preference),
 //! the self-signed pair of `--tls-generate-cert`, the fingerprint people compare by eye, and a
-//! small adapter that runs OpenSSL over a smol stream. It never accepts sockets: `server.rs`
+//! small adapter that runs OpenSSL over a smol stream. It never accepts sockets: `http/server.rs`
 //! hands it each connection and bounds the handshake in time.
 //!
 //! Why the `openssl` crate and not native-tls: native-tls cannot set a server cipher
@@ -11,9 +11,7 @@
 //! The adapter: OpenSSL wants blocking `Read`/`Write`; [`Bridge`] turns a `Pending` of the
 //! async stream into `WouldBlock`, which OpenSSL reports as WANT_READ/WANT_WRITE, and we turn
 //! back into `Pending`. The waker of the current poll is stored in the bridge (a clone, no
-//! raw pointers), so the underlying socket wakes the right task. async-h1 needs a `Clone`
-//! stream: [`TlsStream`] shares one OpenSSL session behind a mutex that is held for one
-//! non-blocking call at a time, never across an await.
+//! raw pointers), so the underlying socket wakes the right task.
 
 use crate::cli::{TlsConfig, TlsVersion};
 use openssl::asn1::Asn1Time;
@@ -37,7 +35,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::RwLock;
 use std::task::{Context, Poll, Waker};
 
 /// Validity of a generated certificate. Long, because renewing means handing every client
@@ -196,7 +194,7 @@ impl Tls {
             }
         })
         .await?;
-        Ok(TlsStream(Arc::new(Mutex::new(tls))))
+        Ok(TlsStream(tls))
     }
 }
 
@@ -537,25 +535,13 @@ impl<S: AsyncWrite + Unpin> Write for Bridge<S> {
     }
 }
 
-/// An established TLS session; clones share it (async-h1 reads and writes through clones).
-pub(crate) struct TlsStream<S>(Arc<Mutex<SslStream<Bridge<S>>>>);
-
-impl<S> Clone for TlsStream<S> {
-    fn clone(&self) -> Self {
-        TlsStream(self.0.clone())
-    }
-}
+/// An established TLS session.
+pub(crate) struct TlsStream<S>(SslStream<Bridge<S>>);
 
 impl<S> TlsStream<S> {
-    fn lock(&self) -> MutexGuard<'_, SslStream<Bridge<S>>> {
-        // A poisoned lock means a panic in a read or write; the session state is whatever
-        // OpenSSL left, which it keeps consistent itself.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Negotiated protocol and cipher, for debug logs.
     pub(crate) fn describe(&self) -> String {
-        let s = self.lock();
+        let s = &self.0;
         let cipher = s.ssl().current_cipher().map_or("?", |c| c.name());
         format!("{} {cipher}", s.ssl().version_str())
     }
@@ -575,7 +561,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let mut s = self.lock();
+        let s = &mut self.get_mut().0;
         s.get_mut().set_waker(cx.waker());
         ready(s.read(buf))
     }
@@ -587,20 +573,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut s = self.lock();
+        let s = &mut self.get_mut().0;
         s.get_mut().set_waker(cx.waker());
         ready(s.write(buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = self.lock();
+        let s = &mut self.get_mut().0;
         s.get_mut().set_waker(cx.waker());
         ready(s.flush())
     }
 
     /// Sends close_notify (best effort: the peer may be gone), then closes our side.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut s = self.lock();
+        let s = &mut self.get_mut().0;
         s.get_mut().set_waker(cx.waker());
         if let Err(e) = s.shutdown() {
             let blocked = matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE)

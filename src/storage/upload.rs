@@ -17,8 +17,8 @@
 //! here.
 
 use crate::error::Error;
-use crate::quota::Reservation;
-use crate::repo::{Repos, make_dir};
+use crate::storage::quota::Reservation;
+use crate::storage::repo::{Repos, make_dir};
 use hyper::body::{Body, Bytes};
 use sha2::{Digest, Sha256};
 use smol::lock::Semaphore;

@@ -15,7 +15,7 @@
 //! The password is asked and hashed before the lock is taken, so a command waiting at the
 //! password prompt holds up no other.
 
-use crate::htpasswd::{self, Hash};
+use crate::auth::htpasswd::{self, Hash};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, Write};

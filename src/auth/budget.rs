@@ -1,6 +1,6 @@
 //! A global budget for the slow password checks of clients not known to be honest, so that a
 //! flood of wrong passwords from many addresses cannot take more than a small, fixed share of
-//! one core. The per-address back-off (`throttle.rs`) cannot stop such a flood: each address
+//! one core. The per-address back-off (`auth/throttle.rs`) cannot stop such a flood: each address
 //! guesses once, and its first guess is a real bcrypt.
 //!
 //! What is counted: the time spent hashing passwords that turned out *wrong*, as a debt that
@@ -17,7 +17,7 @@
 //! waiting requests (at most MAX_WAIT * RATE / est of them, about 8, wait at any time), and
 //! its hashing is bounded by ALLOWANCE + one check per slow-hash slot + RATE * its duration.
 //!
-//! Who is exempt (`auth.rs` decides): a request whose credentials are in the verified cache
+//! Who is exempt (`auth/mod.rs` decides): a request whose credentials are in the verified cache
 //! never gets here (a running restic), nor does a check from an address that logged in
 //! successfully within `throttle::TRUST_FOR` (a restic whose cache entry expired after its
 //! minute, or the nightly backup of a known host). Those run at once, though a failure among
@@ -273,7 +273,7 @@ mod tests {
         Start(u64),
     }
 
-    /// Runs the protocol of `auth.rs` (admit on arrival, admit again once holding the only
+    /// Runs the protocol of `auth/mod.rs` (admit on arrival, admit again once holding the only
     /// slow-hash slot unless paced, hash, finish) for checks arriving at `arrivals` that all
     /// fail after `hash` each, on one slot, in virtual time.
     fn simulate(arrivals: &[Duration], hash: Duration) -> Outcome {

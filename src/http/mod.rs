@@ -2,7 +2,16 @@
 //! the plain-text responses every error gets. Nothing here touches the file system or the
 //! network.
 
-use crate::body::{Body, Response};
+//!
+//! The folder holds the connection side: listeners, hyper and our limits (`server`), TLS
+//! (`tls`) and response bodies (`body`).
+
+pub(crate) mod body;
+pub(crate) mod server;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
+
+use crate::http::body::{Body, Response};
 use base64::Engine as _;
 use hyper::StatusCode;
 use hyper::header::{CONTENT_TYPE, HeaderValue};

@@ -1,6 +1,6 @@
 //! The htpasswd file format and its password hashes, with no I/O: text in, users and warnings
-//! out; a password and a stored hash in, yes or no out. Shared by the server (`auth.rs`) and
-//! the `user` subcommand (`usercmd.rs`), so both agree on what a valid line is.
+//! out; a password and a stored hash in, yes or no out. Shared by the server (`auth/mod.rs`) and
+//! the `user` subcommand (`cmd/user.rs`), so both agree on what a valid line is.
 //!
 //! Formats: bcrypt (`htpasswd -B`, what the Go server accepts), `{SHA}` (`htpasswd -s`), and
 //! beyond the Go server Apache MD5 `$apr1$` (`htpasswd -m`, Apache's default and what Kopia's

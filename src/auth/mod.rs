@@ -1,7 +1,7 @@
 //! Who is asking: the htpasswd file, live reload, and the cache that makes slow hashes
-//! affordable on a Raspberry Pi. The file format and the hash formats are `htpasswd.rs`; the
-//! back-off for password guessing from one address is `throttle.rs`, the budget that bounds
-//! a flood of guesses from many addresses is `budget.rs`.
+//! affordable on a Raspberry Pi. The file format and the hash formats are `auth/htpasswd.rs`; the
+//! back-off for password guessing from one address is `auth/throttle.rs`, the budget that bounds
+//! a flood of guesses from many addresses is `auth/budget.rs`.
 //!
 //! One bcrypt check at cost 10 takes 100+ ms on a Pi; restic sends hundreds of requests per
 //! minute. A verified user:password pair is therefore remembered for [`PASSWORD_CACHE_TTL`],
@@ -10,9 +10,9 @@
 //! pool, at most one per two cores at a time, never on an executor thread.
 //!
 //! The way of one check: cache hit -> done at once (nothing below ever slows it). Otherwise
-//! one of the address's turns (`throttle.rs`: at once unless guessers from that address hold
+//! one of the address's turns (`auth/throttle.rs`: at once unless guessers from that address hold
 //! all of them); then, for a slow hash from an address that has not logged in lately, the
-//! flood budget (`budget.rs`: at once, paced, or refused unchecked, which the client sees as
+//! flood budget (`auth/budget.rs`: at once, paced, or refused unchecked, which the client sees as
 //! 429); then a slow-hash slot and the hash. A right password is answered right then; only a
 //! failure waits, for its turn in the address's line of delayed 401s. Nothing here tells a
 //! right password from a guess before the hash has run, so nothing before the hash may wait
@@ -27,16 +27,20 @@
 //! or whose password changed, is refused from the reload on; the stale entry is unreachable
 //! and swept once expired.
 
-use crate::budget::{self, Admission, Budget};
-use crate::htpasswd::{self, Hash, Users};
-use crate::throttle::{self, Throttle};
+mod budget;
+pub(crate) mod htpasswd;
+mod throttle;
+
 use crate::watch::{Load, Watched};
+use budget::{Admission, Budget};
+use htpasswd::{Hash, Users};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use throttle::Throttle;
 
 /// How long a verified user:password pair is trusted without running bcrypt again.
 const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -55,8 +59,8 @@ pub(crate) enum Verdict {
     Ok,
     /// Wrong password or unknown user (401).
     Wrong,
-    /// Not checked (429): too many wrong passwords lately (`budget.rs`), or every turn of
-    /// the address taken for 5 s (`throttle.rs`).
+    /// Not checked (429): too many wrong passwords lately (`auth/budget.rs`), or every turn of
+    /// the address taken for 5 s (`auth/throttle.rs`).
     Busy,
 }
 
@@ -114,8 +118,8 @@ impl Auth {
 
     /// Checks a user:password pair from client address `peer`. A pair verified within
     /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation, takes
-    /// one of the address's turns (see `throttle.rs`) and, during a flood, waits for the
-    /// global budget (see `budget.rs`); a failure is answered after a delay that grows with
+    /// one of the address's turns (see `auth/throttle.rs`) and, during a flood, waits for the
+    /// global budget (see `auth/budget.rs`); a failure is answered after a delay that grows with
     /// the address's failures in a row, one failure's answer after another.
     pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> Verdict {
         self.users.reload_if_changed().await;

@@ -3,7 +3,7 @@
 //! a listing produced while it is sent. hyper takes the `Content-Length` from
 //! [`Body::size_hint`] when it is exact, and sends the listing chunked.
 
-use crate::repo::{FileBody, Listing};
+use crate::storage::repo::{FileBody, Listing};
 use hyper::body::{Bytes, Frame, SizeHint};
 use smol::Task;
 use std::future::Future;

@@ -1,0 +1,7 @@
+//! Storage: the on-disk layout of repositories (`repo`), one crash-safe upload (`upload`) and
+//! the quota counters uploads and deletes keep (`quota`). No HTTP and no users here: the
+//! handler decides what to do, these modules do it on disk.
+
+pub(crate) mod quota;
+pub(crate) mod repo;
+pub(crate) mod upload;
