@@ -399,7 +399,7 @@ pub(crate) fn check_command(file: &Path, user: &str, repo: &str) -> std::process
     use std::process::ExitCode;
     let fail = |e: String| {
         eprintln!("rest-server: {e}");
-        ExitCode::from(2)
+        ExitCode::from(crate::cli::EXIT_USAGE)
     };
     let rules = match Rules::load(file) {
         Ok(r) => r,

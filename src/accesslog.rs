@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The access log file is readable by its owner only: it names users and repositories.
-const LOG_FILE_MODE: u32 = 0o600;
+const LOG_FILE_MODE: u32 = crate::modes::PRIVATE_FILE;
 
 /// Lines waiting for the writer thread. A log that cannot keep up (a stalled pipe, a slow SD
 /// card) loses lines beyond this instead of stalling requests.

@@ -11,7 +11,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-const DEFAULT_PATH: &str = "/tmp/restic";
+/// `--path` when not given, as in the Go server (also for `rest-server user`).
+pub(crate) const DEFAULT_PATH: &str = "/tmp/restic";
+
+/// Exit status for a command line or configuration that cannot work (as Go's flag package),
+/// for the server and every subcommand.
+pub(crate) const EXIT_USAGE: u8 = 2;
 const DEFAULT_LISTEN: &str = ":8000";
 
 pub(crate) const VERSION: &str = concat!("rest-server ", env!("CARGO_PKG_VERSION"), " (Rust)");

@@ -14,18 +14,17 @@ mod cmd;
 mod error;
 mod handler;
 mod http;
+mod lock;
 mod metrics;
+mod modes;
 mod route;
 mod storage;
 mod watch;
 
-use cli::{Command, Config};
+use cli::{Command, Config, EXIT_USAGE};
 use handler::{Authn, State};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// Exit status for a command line or configuration that cannot work (as Go's flag package).
-const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {

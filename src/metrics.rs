@@ -27,7 +27,7 @@
 //! response is built (Go counts after the body is written, so an aborted download counts what
 //! was sent; we count what was promised). Go also counts the error text of a 416 answer as a
 //! read; we count only 200/206. A 200 for an upload retry whose object is already stored
-//! (SPEC 5.1, a 403 in Go) counts as a write: the client sent and we verified the body.
+//! (docs/protocol.md, "Uploads"; a 403 in Go) counts as a write: the client sent and we verified the body.
 //!
 //! # Cost on the request path
 //!
@@ -40,6 +40,7 @@
 //! tens of microseconds of file-system work of the cheapest request. Joining, escaping and
 //! formatting happen at scrape time on a copy taken under the lock (~0.4 ms for 50 sets).
 
+use crate::lock::Lock as _;
 use crate::route::Kind;
 use crate::storage::quota::Report;
 use std::collections::HashMap;
@@ -177,7 +178,7 @@ impl Metrics {
     ) {
         // A panic elsewhere while holding the lock cannot leave the counters half-updated
         // (two plain additions), so a poisoned lock is still good to use.
-        let mut map = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.blobs.locked();
         // Borrowed lookups first: allocation only for a label set never seen before.
         let repos = match map.get_mut(user) {
             Some(r) => r,
@@ -201,7 +202,7 @@ impl Metrics {
     pub(crate) fn render(&self, process: &ProcessStats, quota: Option<&Report>) -> String {
         // Copy under the lock, format without it.
         let mut rows: Vec<(Box<str>, String, RepoTallies)> = {
-            let map = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+            let map = self.blobs.locked();
             map.iter()
                 .flat_map(|(user, repos)| {
                     repos

@@ -5,6 +5,7 @@
 //!
 //! The htpasswd file (`auth/mod.rs`) and the access file (`access.rs`) both live in one of these.
 
+use crate::lock::{Lock as _, ReadWrite as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,10 +57,7 @@ impl<T: Load> Watched<T> {
     /// The version in use. Hold on to it for the whole of one decision, so a reload meanwhile
     /// cannot mix two versions.
     pub(crate) fn get(&self) -> Arc<T> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_locked().clone()
     }
 
     /// Re-reads the file now (SIGHUP).
@@ -71,7 +69,7 @@ impl<T: Load> Watched<T> {
     /// cannot be loaded is reported once, not at every interval (SIGHUP retries).
     pub(crate) async fn reload_if_changed(&self) {
         let known = {
-            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            let mut checked = self.checked.locked();
             if checked.0.elapsed() < CHECK_INTERVAL {
                 return;
             }
@@ -86,7 +84,7 @@ impl<T: Load> Watched<T> {
         let path = self.path.clone();
         let loaded = smol::unblock(move || read::<T>(&path)).await;
         if loaded.is_err() {
-            self.checked.lock().unwrap_or_else(|e| e.into_inner()).1 = now;
+            self.checked.locked().1 = now;
         }
         self.install(loaded);
     }
@@ -100,8 +98,8 @@ impl<T: Load> Watched<T> {
                     self.path.display(),
                     new.summary()
                 );
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
-                *self.checked.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), stamp);
+                *self.current.write_locked() = Arc::new(new);
+                *self.checked.locked() = (Instant::now(), stamp);
             }
             Err(e) => log::error!(
                 "cannot reload {} {}: {e}; keeping the previous version",

@@ -1,4 +1,4 @@
-//! Issue 8 against the real binary: `--access-file` rights for every operation, 403 vs 401,
+//! docs/access.md against the real binary: `--access-file` rights for every operation, 403 vs 401,
 //! quotas per first path segment under concurrent uploads, reload (mtime and SIGHUP), a broken
 //! file refused at start-up and kept out on reload, `rest-server access check`, and the
 //! per-segment metrics.

@@ -1,4 +1,4 @@
-//! SPEC 10: `--log` writes Apache combined log lines, never credentials, and is reopened on
+//! README, Logs: `--log` writes Apache combined log lines, never credentials, and is reopened on
 //! SIGHUP (logrotate).
 
 mod common;

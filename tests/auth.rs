@@ -1,4 +1,4 @@
-//! SPEC 6 / issue 4 against the real binary: every htpasswd format as the real `htpasswd` tool
+//! docs/auth.md against the real binary: every htpasswd format as the real `htpasswd` tool
 //! writes it, reload on SIGHUP and on mtime, failed reloads, proxy auth, private repos, the
 //! back-off for failed logins, the `user` subcommand, and that no log line carries a secret.
 
@@ -138,7 +138,7 @@ fn missing_or_malformed_credentials_get_a_challenge() {
     assert_eq!(probe(&s, "alice", "pw"), 404);
 }
 
-// SPEC 6: reload on SIGHUP; a removed user is refused at once although their password was
+// docs/auth.md: reload on SIGHUP; a removed user is refused at once although their password was
 // verified (and cached) a moment before.
 #[test]
 fn sighup_reload_adds_and_removes_users() {
@@ -170,7 +170,7 @@ fn sighup_reload_adds_and_removes_users() {
     assert_eq!(probe(&s, "alice", "a-pw"), 401);
 }
 
-// SPEC 6 and issue 4: without any signal, `rest-server user add/remove` on the file of a
+// docs/auth.md: without any signal, `rest-server user add/remove` on the file of a
 // running server takes effect within 35 s (checked every 30 s), and the removed user's
 // cached password stops working.
 #[test]
@@ -206,7 +206,7 @@ fn user_add_and_remove_are_picked_up_by_a_running_server() {
     s.wait_log("reloaded", 1);
 }
 
-// SPEC 6: a failed reload keeps the old users and says why.
+// docs/auth.md: a failed reload keeps the old users and says why.
 #[test]
 fn failed_reload_keeps_the_old_users() {
     let alice = htpasswd_line(&["-5"], "alice", "a-pw");
@@ -275,7 +275,7 @@ fn proxy_auth_header() {
     );
 }
 
-// SPEC 6: --private-repos, as the Go server: someone else's repo (and the root) is 401.
+// docs/auth.md: --private-repos, as the Go server: someone else's repo (and the root) is 401.
 #[test]
 fn private_repos_matrix() {
     let alice = htpasswd_line(&["-s"], "alice", "a-pw");
@@ -310,7 +310,7 @@ fn private_repos_matrix() {
     }
 }
 
-// SPEC 6: unusable lines are skipped with a warning naming the user, never the hash.
+// docs/auth.md: unusable lines are skipped with a warning naming the user, never the hash.
 #[test]
 fn invalid_lines_warn_and_are_skipped() {
     let good = htpasswd_line(&["-m"], "good", "g-pw");
@@ -349,7 +349,7 @@ fn timed_send(addr: &str, req: &[u8]) -> (Resp, Duration) {
     (r, t.elapsed())
 }
 
-// Issue 4 cost control: one address's failures are answered ever more slowly; a client with
+// Cost control (docs/auth.md): one address's failures are answered ever more slowly; a client with
 // the right (cached) password and another address are not slowed; one log line per burst.
 #[test]
 fn failed_logins_slow_down_that_address_only() {
@@ -484,7 +484,7 @@ fn user_subcommand_round_trip() {
     assert_eq!(names, [".htpasswd", ".htpasswd.lock"]);
 }
 
-// Issue 4: concurrent `user add` commands read, change and replace the file under a lock, so
+// docs/auth.md: concurrent `user add` commands read, change and replace the file under a lock, so
 // none of them loses another's change (without it, 16 at once kept about 5 users here).
 #[test]
 fn concurrent_user_adds_lose_nothing() {
@@ -580,7 +580,7 @@ fn get_config_from(addr: &str, ip: [u8; 4], user: &str, password: &str) -> Resp 
     read_response(&mut BufReader::new(stream), "GET")
 }
 
-// Issue 4 cost control: wrong passwords from 100 addresses at once (one guess each, so the
+// Cost control (docs/auth.md): wrong passwords from 100 addresses at once (one guess each, so the
 // per-address back-off never applies). The flood budget checks a few and refuses the rest
 // unchecked with 429 at once; a client already logged in keeps getting its 200s throughout,
 // and a new client that retries on 429 (as restic does) gets in. Counts, not speed.
@@ -683,7 +683,7 @@ fn a_login_flood_from_many_addresses_spares_logged_in_clients() {
 fn user_subcommand_refuses_bad_input() {
     let dir = TempDir::new("usercmd-bad");
     let file = dir.path().join(".htpasswd");
-    // "ä" was refused here before issue 15; the Go server takes it, and so do we now. A
+    // "ä" was refused here until 2026-12; the Go server takes it, and so do we now. A
     // combining mark is what Go refuses.
     for name in ["bad name", "a:b", "a\u{308}", "x/y"] {
         let (code, _, err) = user_cmd(&file, &["add", name, "--password-stdin"], "pw\n");
@@ -725,7 +725,7 @@ fn user_subcommand_refuses_bad_input() {
     assert!(out.contains("rest-server user add NAME") && out.contains("$apr1$"));
 }
 
-// Issue 4, must show 3: no log line at any level, nor the access log, carries a password, a
+// docs/auth.md: no log line at any level, nor the access log, carries a password, a
 // stored hash or an Authorization header value, whatever happens.
 #[test]
 fn no_secret_in_any_log_line() {
@@ -878,7 +878,7 @@ fn nat_users() -> String {
         .collect()
 }
 
-// Issue 15: many users share one address behind a NAT or a reverse proxy. While three
+// docs/auth.md: many users share one address behind a NAT or a reverse proxy. While three
 // clients there guess alice's password without pause, right passwords from the same address
 // (alice's and bob's, none of them in the cache) are answered 200/404 within about one hash,
 // never 401. Before, the back-off lined up every check of the address and these got 401
@@ -1021,7 +1021,7 @@ fn many_connections_from_one_address_buy_a_guesser_nothing() {
     );
 }
 
-// Issue 15: the Go server takes user names of letters of any script (^[\p{L}\d@._-]+$), so
+// docs/auth.md: the Go server takes user names of letters of any script (^[\p{L}\d@._-]+$), so
 // a Go server's htpasswd user `jörg` must log in here too after a swap of binaries. What Go
 // refuses (a decomposed ö: a combining mark; a name in Latin-1) is skipped with a warning,
 // the rest of the file still loads. --private-repos compares the percent-decoded first

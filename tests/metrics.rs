@@ -1,4 +1,4 @@
-//! Issue 6 / SPEC 9: `--prometheus` against the real binary. The counters must say exactly what
+//! docs/metrics.md: `--prometheus` against the real binary. The counters must say exactly what
 //! two users did in two repos (names and label values as the Go server, so its Grafana
 //! dashboard keeps working), `/metrics` must follow the Go server's auth rules, and
 //! `promtool check metrics` must accept the output.

@@ -1,4 +1,4 @@
-//! SPEC 1-5: every row of the operations table, listings, ranges and upload rules, against
+//! docs/protocol.md: every row of the operations table, listings, ranges and upload rules, against
 //! the real binary.
 
 mod common;
@@ -244,7 +244,7 @@ fn upload_of_an_existing_object_is_403_unless_identical_retry() {
     let before = std::fs::metadata(&file).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
 
-    // SPEC 5.1: a retry whose 200 was lost gets 200 and the file is not touched.
+    // protocol.md, Uploads 1: a retry whose 200 was lost gets 200 and the file is not touched.
     assert_eq!(s.post(&path, &body).status, 200);
     let after = std::fs::metadata(&file).unwrap();
     assert_eq!(before.ino(), after.ino());

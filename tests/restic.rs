@@ -156,7 +156,7 @@ fn append_only_backup_works_and_forget_prune_fails() {
     ok(restic(dir.path(), &url, &["check"]), "check");
 }
 
-/// Issue 8: rights from `--access-file`, as restic experiences them.
+/// docs/access.md: rights from `--access-file`, as restic experiences them.
 #[test]
 fn access_file_rights_with_restic() {
     let dir = TempDir::new("restic-access");

@@ -1,5 +1,5 @@
 //! Failures and limits: quota, aborted and racing uploads, shutdown, bad flags, listeners,
-//! timeouts and memory. Each test says which SPEC rule it holds the server to.
+//! timeouts and memory. Each test says which rule of docs/protocol.md or the README it holds the server to.
 
 mod common;
 use common::*;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn quota_refuses_a_declared_length_up_front() {
-    // SPEC 5.4: 507 before the body is read.
+    // protocol.md, Uploads 4: 507 before the body is read.
     let s = Server::start(&["--max-size", "10000"]);
     s.create_repo("r");
     s.wait_log("bytes used", 10);
@@ -31,7 +31,7 @@ fn quota_refuses_a_declared_length_up_front() {
 
 #[test]
 fn quota_cuts_off_a_chunked_body_that_grows_too_large() {
-    // SPEC 5.4 (beyond): 507, not 500, and nothing left behind.
+    // protocol.md, Uploads 4 (beyond): 507, not 500, and nothing left behind.
     let s = Server::start(&["--max-size=50KiB"]);
     s.create_repo("r");
     s.wait_log("bytes used", 10);
@@ -47,7 +47,7 @@ fn quota_cuts_off_a_chunked_body_that_grows_too_large() {
 
 #[test]
 fn quota_holds_under_eight_concurrent_uploads() {
-    // SPEC 5.4: concurrent uploads cannot overshoot together.
+    // protocol.md, Uploads 4: concurrent uploads cannot overshoot together.
     let s = Server::start(&["--max-size", "1000000"]);
     s.create_repo("r");
     s.wait_log("bytes used", 10);
@@ -105,7 +105,7 @@ fn quota_counts_what_is_already_on_disk() {
 
 #[test]
 fn aborted_upload_leaves_no_temp_file_and_no_object() {
-    // SPEC 5.6: client closes mid-body.
+    // protocol.md, Uploads 6: client closes mid-body.
     let s = Server::start(&[]);
     s.create_repo("r");
     let body = random_bytes(1 << 20, 9);
@@ -125,7 +125,7 @@ fn aborted_upload_leaves_no_temp_file_and_no_object() {
 
 #[test]
 fn aborted_upload_racing_a_successful_retry_never_harms_it() {
-    // SPEC 5.7: the aborted first attempt is cleaned up after the retry has been stored.
+    // protocol.md, Uploads 7: the aborted first attempt is cleaned up after the retry has been stored.
     let s = Server::start(&[]);
     s.create_repo("r");
     let body = random_bytes(2 << 20, 11);
@@ -199,7 +199,7 @@ fn sigterm_with_a_stalled_upload_exits_and_cleans_up_after_a_second_signal() {
 
 #[test]
 fn sighup_never_terminates() {
-    // SPEC 8: the Go server dies on SIGHUP with --no-auth; we reload.
+    // README, Signals: the Go server dies on SIGHUP with --no-auth; we reload.
     let mut s = Server::start(&[]);
     s.signal("HUP");
     s.wait_log("SIGHUP", 5);
@@ -372,7 +372,7 @@ fn slowloris_is_dropped() {
 
 #[test]
 fn upload_of_256_mib_keeps_memory_flat() {
-    // Issue 3: peak RSS stays under 24 MiB while a 256 MiB object streams through.
+    // Memory (README): peak RSS stays under 24 MiB while a 256 MiB object streams through.
     let s = Server::start(&[]);
     s.create_repo("r");
     const LEN: usize = 256 << 20;
@@ -456,7 +456,7 @@ fn a_large_upload_is_written_back_as_it_arrives_and_leaves_the_page_cache() {
 
 #[test]
 fn listing_100k_objects_streams_in_flat_memory() {
-    // SPEC 3: a large repo lists in constant memory (the JSON is ~8.5 MB here).
+    // protocol.md, Listings: a large repo lists in constant memory (the JSON is ~8.5 MB here).
     let s = Server::start(&[]);
     s.create_repo("big");
     let data = s.data.join("big/data");
@@ -487,7 +487,7 @@ fn listing_100k_objects_streams_in_flat_memory() {
 
 #[test]
 fn disk_full_is_507_and_frees_the_space() {
-    // SPEC 5.6: ENOSPC -> 507, nothing left behind. The data dir is a 1 MiB tmpfs mounted in a
+    // protocol.md, Uploads 6: ENOSPC -> 507, nothing left behind. The data dir is a 1 MiB tmpfs mounted in a
     // private mount namespace (unshare -rm: works as root and, with user namespaces, without).
     let dir = TempDir::new("enospc");
     let data = dir.path().join("data");

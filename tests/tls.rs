@@ -1,4 +1,4 @@
-//! TLS (SPEC 11, issue 5), against the real binary: HTTPS round trips, minimum version,
+//! TLS (docs/tls.md), against the real binary: HTTPS round trips, minimum version,
 //! handshakes that never finish, generated certificates, reload on SIGHUP, cipher preference,
 //! bad TLS set-ups, and restic itself over HTTPS. The client side is the `openssl` crate
 //! (so a test can pin versions and cipher orders) and the `openssl`/`restic` commands.
@@ -471,7 +471,7 @@ fn cipher_for(s: &Server, version: SslVersion, client_order: &str) -> String {
 
 #[test]
 fn chacha20_preferred_over_a_clients_aes_first_order_when_forced() {
-    // SPEC 11 (beyond): the AES-less CPU path, reached on any CPU through the flag.
+    // docs/tls.md (beyond the Go server): the AES-less CPU path, reached on any CPU through the flag.
     let s = start_tls(&["--tls-prefer-chacha20"]);
     assert!(
         s.log_text().contains("ChaCha20-Poly1305 first"),
@@ -736,7 +736,7 @@ fn sigterm_lets_a_tls_upload_in_flight_finish_then_exits_0() {
 
 #[test]
 fn restic_over_https_with_a_generated_certificate() {
-    // SPEC 11: restic cannot pin a fingerprint; it trusts the certificate given with --cacert.
+    // docs/tls.md: restic cannot pin a fingerprint; it trusts the certificate given with --cacert.
     let s = start_tls(&[]);
     let work = TempDir::new("restic-tls");
     let src = work.path().join("src");

@@ -31,6 +31,7 @@ mod budget;
 pub(crate) mod htpasswd;
 mod throttle;
 
+use crate::lock::Lock as _;
 use crate::watch::{Load, Watched};
 use budget::{Admission, Budget};
 use htpasswd::{Hash, Users};
@@ -213,7 +214,7 @@ impl Auth {
             let ok = hash.verify(password.as_bytes());
             let took = started.elapsed();
             drop(slot);
-            lock(&budget).finish(Instant::now(), reserved, took, ok);
+            budget.locked().finish(Instant::now(), reserved, took, ok);
             ok
         })
         .await;
@@ -237,11 +238,11 @@ impl Auth {
     }
 
     fn budget(&self) -> std::sync::MutexGuard<'_, Budget> {
-        lock(&self.budget)
+        self.budget.locked()
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.cache.locked()
     }
 
     fn cache_key(&self, user: &str, password: &str, hash: &Hash) -> [u8; 32] {
@@ -253,10 +254,6 @@ impl Auth {
         }
         h.finalize().into()
     }
-}
-
-fn lock(budget: &Mutex<Budget>) -> std::sync::MutexGuard<'_, Budget> {
-    budget.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Waits as the flood budget said; the reservation made, or `None`: refuse unchecked.
@@ -315,7 +312,7 @@ mod tests {
         (Auth::load(&path).unwrap(), path)
     }
 
-    // Issue 4: the cache must not outlive a removed user or a changed password.
+    // docs/auth.md: the cache must not outlive a removed user or a changed password.
     #[test]
     fn cache_does_not_outlive_a_removed_or_changed_user() {
         let (auth, path) = auth_with("bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");

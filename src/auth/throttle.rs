@@ -30,6 +30,7 @@
 //! turns here). This lives in a table of its own, filled only by successful logins
 //! ([`MAX_TRUSTED`]), so guessers from many addresses cannot push honest ones out.
 
+use crate::lock::Lock as _;
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -133,7 +134,7 @@ fn delay(failures: u32) -> Duration {
 
 impl Throttle {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Client, Strikes>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+        self.clients.locked()
     }
 
     /// Waits for one of `peer`'s turns: at once unless [`MAX_IN_FLIGHT`] checks from that
@@ -208,14 +209,14 @@ impl Throttle {
 
     /// Whether `peer` logged in successfully within [`TRUST_FOR`] before `now`.
     pub(crate) fn trusted(&self, peer: &str, now: Instant) -> bool {
-        let trusted = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        let trusted = self.trusted.locked();
         trusted
             .get(&Client::of(peer))
             .is_some_and(|last| now.saturating_duration_since(*last) < TRUST_FOR)
     }
 
     fn trust(&self, client: Client, now: Instant) {
-        let mut trusted = self.trusted.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trusted = self.trusted.locked();
         if !trusted.contains_key(&client) && trusted.len() >= MAX_TRUSTED {
             trusted.retain(|_, last| now.saturating_duration_since(*last) < TRUST_FOR);
             if trusted.len() >= MAX_TRUSTED
@@ -404,7 +405,7 @@ mod tests {
         assert!(take(&t, "192.0.2.1", t0 + MAX_DELAY).is_none());
     }
 
-    // The lock-out of issue 15: three guessers hammer one address, and a right password from
+    // The lock-out behind one address (docs/auth.md): three guessers hammer one address, and a right password from
     // the same address gets a turn at once (and gives it back at once), again and again.
     #[test]
     fn guessers_never_hold_back_a_right_password_from_their_address() {

@@ -16,12 +16,11 @@
 //! password prompt holds up no other.
 
 use crate::auth::htpasswd::{self, Hash};
+use crate::cli::DEFAULT_PATH;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, Write};
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -37,13 +36,12 @@ const COSTS: std::ops::RangeInclusive<u32> = 4..=31;
 const MAX_PASSWORD_BYTES: usize = 72;
 
 /// Mode of a new htpasswd file: only its owner (the server's user) may read the hashes.
-const FILE_MODE: u32 = 0o600;
+const FILE_MODE: u32 = crate::modes::PRIVATE_FILE;
 
 /// Mode of a data directory created for a first user, as the server creates it.
-const DIR_MODE: u32 = 0o700;
+const DIR_MODE: u32 = crate::modes::PRIVATE_DIR;
 
 /// The default `--path`, as the server's.
-const DEFAULT_PATH: &str = "/tmp/restic";
 
 /// Exit status when `check` finds a wrong password or the user is missing, or `remove`
 /// finds no such user (and on I/O errors).
@@ -476,8 +474,7 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         .create_new(true)
         .mode(mode)
         .open(&temp.0)?;
-    // The umask may have taken bits away from the mode asked for.
-    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    crate::modes::restore_mode(&f, mode)?;
     if let Some(m) = &old {
         // Root editing the file of a server that runs as its own user: keep it the owner.
         // Anyone else cannot chown, and owns the file they could replace anyway.

@@ -14,6 +14,7 @@
 //! raw pointers), so the underlying socket wakes the right task.
 
 use crate::cli::{TlsConfig, TlsVersion};
+use crate::lock::ReadWrite as _;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -47,9 +48,9 @@ const GENERATED_CERT_DAYS: u32 = 3650;
 const GENERATED_BACKDATE_SECS: i64 = 24 * 3600;
 
 /// Mode of a generated private key; directories we create for it are private too.
-const KEY_MODE: u32 = 0o600;
+const KEY_MODE: u32 = crate::modes::PRIVATE_FILE;
 const CERT_MODE: u32 = 0o644;
-const DIR_MODE: u32 = 0o700;
+const DIR_MODE: u32 = crate::modes::PRIVATE_DIR;
 
 /// TLS 1.2 suites: ECDHE with an AEAD only. Both orders are offered, the first wins
 /// (server preference); restic's Go client and curl support all of them.
@@ -153,7 +154,7 @@ impl Tls {
     pub(crate) fn reload(&self) {
         match build(&self.cfg, self.chacha_first) {
             Ok((acceptor, loaded)) => {
-                *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = acceptor;
+                *self.acceptor.write_locked() = acceptor;
                 log::info!("TLS certificate reloaded");
                 log::info!("SERVER CERT SHA256: {}", loaded.fingerprint);
                 for w in loaded.warnings {
@@ -170,11 +171,7 @@ impl Tls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let acceptor = self
-            .acceptor
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let acceptor = self.acceptor.read_locked().clone();
         let ssl = Ssl::new(acceptor.context()).map_err(io::Error::other)?;
         let mut tls = SslStream::new(ssl, Bridge::new(stream)).map_err(io::Error::other)?;
         poll_fn(|cx| {

@@ -17,6 +17,7 @@
 //! the walk runs may be counted twice or not subtracted: the error is small and always on the
 //! safe side (too high).
 
+use crate::lock::Lock as _;
 use crate::route::Kind;
 use smol::lock::OnceCell;
 use std::collections::HashMap;
@@ -104,7 +105,8 @@ impl Quota {
     pub(crate) fn report(&self) -> Report {
         let mut segments: Vec<(String, u64, Option<u64>)> = match &self.segments {
             None => Vec::new(),
-            Some(map) => lock(map)
+            Some(map) => map
+                .locked()
                 .iter()
                 .map(|(name, c)| (name.clone(), c.load(Ordering::Relaxed), None))
                 .collect(),
@@ -169,7 +171,7 @@ impl Quota {
 
     /// The counter of a segment, created at zero; `None` without per-segment counting.
     fn counter(&self, segment: &str) -> Option<Counter> {
-        let mut map = lock(self.segments.as_ref()?);
+        let mut map = self.segments.as_ref()?.locked();
         if let Some(c) = map.get(segment) {
             return Some(c.clone());
         }
@@ -228,10 +230,6 @@ fn give_back(counter: &AtomicU64, bytes: u64) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
         Some(u.saturating_sub(bytes))
     });
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Size of a directory entry: a file's length, a directory's regular files below it.

@@ -4,28 +4,24 @@
 //!
 //! All blocking file-system calls go through `smol::unblock`, so a slow SD card never stalls the executor threads.
 
+use crate::lock::Lock as _;
+use crate::modes::{self, GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE};
 use crate::route::{Kind, ObjectId, RepoPath};
 use hyper::body::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, open, statat};
 use rustix::io::Errno;
 use smol::Task;
 use std::ffi::CStr;
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, File};
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
-
-/// Modes of what we create: private to the server's user, or shared with its group.
-const FILE_MODE: u32 = 0o600;
-const DIR_MODE: u32 = 0o700;
-const GROUP_FILE_MODE: u32 = 0o660;
-const GROUP_DIR_MODE: u32 = 0o770;
 
 /// One read(2) of a download: big enough that the disk sees few, large reads, small enough
 /// that 8 concurrent downloads (two chunks each) stay within 2 MiB. A smaller file gets
@@ -65,17 +61,17 @@ impl Repos {
 
     pub(crate) fn file_mode(&self) -> u32 {
         if self.group_accessible {
-            GROUP_FILE_MODE
+            GROUP_FILE
         } else {
-            FILE_MODE
+            PRIVATE_FILE
         }
     }
 
     pub(crate) fn dir_mode(&self) -> u32 {
         if self.group_accessible {
-            GROUP_DIR_MODE
+            GROUP_DIR
         } else {
-            DIR_MODE
+            PRIVATE_DIR
         }
     }
 
@@ -105,7 +101,7 @@ impl Repos {
 
     /// Creates the data directory itself at start-up (mode as for repos).
     pub(crate) fn create_root(&self) -> io::Result<()> {
-        make_dir(&self.root, self.dir_mode(), true)
+        modes::make_dir(&self.root, self.dir_mode(), true)
     }
 
     /// Creates a repository: its directory, the five type directories and `data/00`..`data/ff`.
@@ -114,7 +110,7 @@ impl Repos {
         let dir = self.repo_dir(repo);
         let dir_mode = self.dir_mode();
         smol::unblock(move || {
-            let mk = |p: &Path| make_dir(p, dir_mode, true);
+            let mk = |p: &Path| modes::make_dir(p, dir_mode, true);
             mk(&dir)?;
             for kind in Kind::ALL {
                 mk(&dir.join(kind.as_str()))?;
@@ -294,7 +290,7 @@ impl AsRef<[u8]> for Recycled {
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let mut spare = self.spare.locked();
         if spare.len() < 2 {
             spare.push(std::mem::take(&mut self.buf));
         }
@@ -329,7 +325,7 @@ impl FileBody {
             return;
         };
         let n = self.left.min(READ_CHUNK as u64) as usize;
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let spare = self.spare.locked().pop();
         let mut buf = match spare {
             // Zeroes only what this buffer has never held (a longer chunk than before).
             Some(mut b) if b.capacity() >= n => {
@@ -366,21 +362,6 @@ impl FileBody {
         self.read_next();
         let spare = self.spare.clone();
         Poll::Ready(Some(Ok(Bytes::from_owner(Recycled { buf: filled, spare }))))
-    }
-}
-
-/// Creates `dir` (and with `recursive` its missing parents) with `mode`; an existing
-/// directory is fine.
-pub(crate) fn make_dir(dir: &Path, mode: u32, recursive: bool) -> io::Result<()> {
-    match DirBuilder::new()
-        .recursive(recursive)
-        .mode(mode)
-        .create(dir)
-    {
-        // The umask may have removed group bits from a 0770 directory: put them back.
-        Ok(()) if mode != DIR_MODE => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        other => other,
     }
 }
 

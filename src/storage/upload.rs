@@ -17,14 +17,16 @@
 //! here.
 
 use crate::error::Error;
+use crate::lock::Lock as _;
+use crate::modes::{self, make_dir};
 use crate::storage::quota::Reservation;
-use crate::storage::repo::{Repos, make_dir};
+use crate::storage::repo::Repos;
 use hyper::body::{Body, Bytes};
 use sha2::{Digest, Sha256};
 use smol::lock::Semaphore;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -420,10 +422,7 @@ fn create_temp(
             .open(&temp);
         match opened {
             Ok(f) => {
-                if mode != 0o600 {
-                    // The umask may have removed the group bits of 0660.
-                    f.set_permissions(fs::Permissions::from_mode(mode))?;
-                }
+                modes::restore_mode(&f, mode)?;
                 return Ok((f, temp));
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -459,7 +458,7 @@ fn publish(temp: &Path, target: &Path, rename_lock: &Mutex<()>) -> io::Result<St
                 target.display()
             );
             // Held from the check to the rename (a blocking thread, never an executor one).
-            let _serial = rename_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _serial = rename_lock.locked();
             if fs::symlink_metadata(target).is_ok() {
                 return Ok(Stored::AlreadyThere);
             }

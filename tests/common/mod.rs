@@ -113,8 +113,10 @@ impl Server {
                 log2.lock().unwrap().push(line);
             }
         });
+        // Generous: on a loaded 2-core machine, tests that start many servers with bcrypt
+        // users at once have seen starts of more than 20 s.
         let addr = rx
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
         Server {
             child,
