@@ -41,8 +41,6 @@ const FILE_MODE: u32 = crate::modes::PRIVATE_FILE;
 /// Mode of a data directory created for a first user, as the server creates it.
 const DIR_MODE: u32 = crate::modes::PRIVATE_DIR;
 
-/// The default `--path`, as the server's.
-
 /// Exit status when `check` finds a wrong password or the user is missing, or `remove`
 /// finds no such user (and on I/O errors).
 const EXIT_NO: u8 = 1;
