@@ -31,7 +31,7 @@ enum Msg {
 }
 
 /// The facts of one request that the log line records.
-pub(crate) struct Entry<'a> {
+pub(crate) struct LogLine<'a> {
     pub host: &'a str,
     pub user: &'a str,
     pub method: &'a str,
@@ -65,7 +65,7 @@ impl AccessLog {
         }
     }
 
-    pub(crate) fn write(&self, e: &Entry<'_>) {
+    pub(crate) fn write(&self, e: &LogLine<'_>) {
         let line = format_line(e, SystemTime::now());
         if let Err(TrySendError::Full(_)) = self.queue.try_send(Msg::Line(line)) {
             log::debug!("access log cannot keep up: line dropped");
@@ -128,7 +128,7 @@ fn open_append(path: &PathBuf) -> io::Result<File> {
 }
 
 /// `host - user [10/Oct/2000:13:55:36 +0000] "GET /path HTTP/1.1" 200 2326 "referer" "agent"`
-fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
+fn format_line(e: &LogLine<'_>, now: SystemTime) -> String {
     let dash = |s: &str| {
         if s.is_empty() {
             "-".to_owned()
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn combined_log_format() {
-        let e = Entry {
+        let e = LogLine {
             host: "192.0.2.7",
             user: "alice",
             method: "GET",

@@ -221,7 +221,7 @@ const FLAGS: &[(&str, Arity)] = &[
 
 /// Parses the arguments after the program name. The error is one line naming the problem.
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut given = Given::default();
+    let mut given = FlagsGiven::default();
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
         return crate::cmd::user::parse(args).map(Command::User);
@@ -377,7 +377,7 @@ fn parse_access(args: impl Iterator<Item = OsString>) -> Result<Command, String>
 
 /// The TLS flags: either `--tls` is on and they are consistent, or none but `--tls=false`
 /// is given (a certificate flag without `--tls` is a mistake the Go server refuses too).
-fn parse_tls(path: &std::path::Path, given: &Given) -> Result<Option<TlsConfig>, String> {
+fn parse_tls(path: &std::path::Path, given: &FlagsGiven) -> Result<Option<TlsConfig>, String> {
     let flag = |n: &str| given.flag(n);
     let value = |n: &str| given.value(n);
     let values = &given.values;
@@ -457,12 +457,12 @@ fn is_cert_name(h: &str) -> bool {
 
 /// The flags as given, in order.
 #[derive(Default)]
-struct Given {
+struct FlagsGiven {
     bools: Vec<(&'static str, bool)>,
     values: Vec<(&'static str, String)>,
 }
 
-impl Given {
+impl FlagsGiven {
     /// Like Go, a repeated flag takes its last value.
     fn flag(&self, name: &str) -> bool {
         self.bools

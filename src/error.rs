@@ -18,7 +18,7 @@ pub(crate) enum Error {
     /// Missing or wrong credentials (also: private repo of someone else, as the Go server does).
     Unauthorized,
     /// Credentials not checked: too many wrong passwords lately, from many addresses (see
-    /// `auth/budget.rs`; 429 so that restic retries, where a 401 would make it give up).
+    /// `auth/flood_budget.rs`; 429 so that restic retries, where a 401 would make it give up).
     LoginFlood,
     /// Refused by policy (append-only, ...). Reason for the debug log.
     Forbidden(&'static str),

@@ -4,14 +4,14 @@
 //! before a request exists, such as a malformed head, hyper answers itself: see server.rs.)
 
 use crate::access::{Right, Rules};
-use crate::accesslog::{AccessLog, Entry, escape};
+use crate::accesslog::{AccessLog, LogLine, escape};
 use crate::auth::{self, Auth, Verdict};
 use crate::cli::{Config, LogTarget};
 use crate::error::Error;
 use crate::http::body::{Body, Response};
 use crate::http::{Range, parse_basic, parse_range, query_value, status_response};
 use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
-use crate::route::{self, File, Kind, Op, RepoPath, Route};
+use crate::route::{self, Kind, Op, RepoFile, RepoPath, Route};
 use crate::storage::quota::{Quota, SegmentLimit};
 use crate::storage::repo::{Occupant, Repos};
 use crate::storage::upload::{self, Stored, TempObject, Turns};
@@ -33,7 +33,7 @@ const METRICS_USER: &str = "metrics";
 
 /// Who may do anything at all.
 #[derive(Debug)]
-pub(crate) enum Authn {
+pub(crate) enum AuthMode {
     /// `--no-auth`.
     Anonymous,
     /// `--proxy-auth-username HEADER`: a trusted reverse proxy names the user.
@@ -47,7 +47,7 @@ pub(crate) enum Authn {
 #[derive(Debug)]
 pub(crate) struct State {
     pub repos: Repos,
-    pub authn: Authn,
+    pub authn: AuthMode,
     pub append_only: bool,
     pub private_repos: bool,
     /// `--access-file`: rights per user and repo, quotas per first path segment.
@@ -72,11 +72,11 @@ impl State {
     /// Builds the state from a validated config. Errors name the file and the problem.
     pub(crate) fn new(cfg: &Config) -> Result<State, String> {
         let authn = if cfg.no_auth {
-            Authn::Anonymous
+            AuthMode::Anonymous
         } else if let Some(header) = &cfg.proxy_auth_username {
-            Authn::ProxyHeader(header.clone())
+            AuthMode::ProxyHeader(header.clone())
         } else {
-            Authn::Htpasswd(Box::new(Auth::load(&cfg.htpasswd_file)?))
+            AuthMode::Htpasswd(Box::new(Auth::load(&cfg.htpasswd_file)?))
         };
         let access_log = match &cfg.log {
             None => None,
@@ -114,7 +114,7 @@ impl State {
 
     /// SIGHUP: re-read what can change under a running server.
     pub(crate) fn reload(&self) {
-        if let Authn::Htpasswd(auth) = &self.authn {
+        if let AuthMode::Htpasswd(auth) = &self.authn {
             auth.reload();
         }
         if let Some(access) = &self.access {
@@ -187,7 +187,7 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
                 String::from_utf8_lossy(v.as_bytes()).into_owned()
             })
         };
-        log.write(&Entry {
+        log.write(&LogLine {
             host: peer,
             user: user.as_deref().unwrap_or(""),
             method: method.as_str(),
@@ -234,12 +234,12 @@ fn set(res: &mut Response, name: HeaderName, value: impl Into<String>) {
 /// client address, for the back-off on failed logins.
 async fn authenticate(st: &State, req: &Request, peer: &str) -> Result<Option<String>, Error> {
     match &st.authn {
-        Authn::Anonymous => Ok(None),
-        Authn::ProxyHeader(name) => match header_str(req, name.as_str()) {
+        AuthMode::Anonymous => Ok(None),
+        AuthMode::ProxyHeader(name) => match header_str(req, name.as_str()) {
             Some(user) if !user.is_empty() => Ok(Some(user.to_owned())),
             _ => Err(Error::Unauthorized),
         },
-        Authn::Htpasswd(auth) => {
+        AuthMode::Htpasswd(auth) => {
             let header = header_str(req, header::AUTHORIZATION);
             let (user, password) = header.and_then(parse_basic).ok_or(Error::Unauthorized)?;
             match auth.verify(&user, &password, peer).await {
@@ -328,9 +328,8 @@ async fn serve(
 fn needed(op: &Op) -> Right {
     match op {
         Op::List(_) | Op::Head(_) | Op::Get(_) => Right::Read,
-        Op::Save(File::Object(Kind::Locks, _)) | Op::Delete(File::Object(Kind::Locks, _)) => {
-            Right::Read
-        }
+        Op::Save(RepoFile::Object(Kind::Locks, _))
+        | Op::Delete(RepoFile::Object(Kind::Locks, _)) => Right::Read,
         Op::Create | Op::Save(_) => Right::Append,
         Op::Delete(_) => Right::Write,
     }
@@ -338,8 +337,8 @@ fn needed(op: &Op) -> Right {
 
 /// Counts a blob operation for `--prometheus`. The config is not a blob: never counted, as
 /// in the Go server. Anonymous (`--no-auth`) requests count under user `""`, as in Go.
-fn count(st: &State, user: Option<&str>, repo: &RepoPath, file: &File, op: BlobOp, bytes: u64) {
-    if let (Some(m), File::Object(kind, _)) = (&st.metrics, file) {
+fn count(st: &State, user: Option<&str>, repo: &RepoPath, file: &RepoFile, op: BlobOp, bytes: u64) {
+    if let (Some(m), RepoFile::Object(kind, _)) = (&st.metrics, file) {
         m.count_blob(user.unwrap_or(""), repo.segments(), *kind, op, bytes);
     }
 }
@@ -371,10 +370,10 @@ fn ok() -> Response {
     Response::new(Body::empty())
 }
 
-fn path_of(st: &State, repo: &RepoPath, file: &File) -> std::path::PathBuf {
+fn path_of(st: &State, repo: &RepoPath, file: &RepoFile) -> std::path::PathBuf {
     match file {
-        File::Config => st.repos.config_path(repo),
-        File::Object(kind, id) => st.repos.object_path(repo, *kind, id),
+        RepoFile::Config => st.repos.config_path(repo),
+        RepoFile::Object(kind, id) => st.repos.object_path(repo, *kind, id),
     }
 }
 
@@ -404,7 +403,7 @@ async fn list(st: &State, repo: &RepoPath, kind: Kind, req: &Request) -> Result<
     Ok(res)
 }
 
-async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Error> {
+async fn head(st: &State, repo: &RepoPath, file: &RepoFile) -> Result<Response, Error> {
     let size = st
         .repos
         .size(&path_of(st, repo, file))
@@ -417,7 +416,12 @@ async fn head(st: &State, repo: &RepoPath, file: &File) -> Result<Response, Erro
     Ok(res)
 }
 
-async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<Response, Error> {
+async fn get(
+    st: &State,
+    repo: &RepoPath,
+    file: &RepoFile,
+    req: &Request,
+) -> Result<Response, Error> {
     let (f, size) = st
         .repos
         .open(&path_of(st, repo, file))
@@ -444,14 +448,19 @@ async fn get(st: &State, repo: &RepoPath, file: &File, req: &Request) -> Result<
 }
 
 /// Stores an upload; returns the body length.
-async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Result<u64, Error> {
+async fn save(
+    st: &State,
+    repo: &RepoPath,
+    file: &RepoFile,
+    req: &mut Request,
+) -> Result<u64, Error> {
     let path = path_of(st, repo, file);
     // The Content-Length (hyper has checked it is one plain number); `None` when chunked.
     let declared = req.body().size_hint().exact();
     // The config is not content-addressed: it is stored atomically but never hashed.
     let (verify, expected, create_parent) = match file {
-        File::Config => (false, None, false),
-        File::Object(kind, id) => (st.verify_upload, Some(id.as_str()), *kind == Kind::Data),
+        RepoFile::Config => (false, None, false),
+        RepoFile::Object(kind, id) => (st.verify_upload, Some(id.as_str()), *kind == Kind::Data),
     };
     match st.repos.occupant(&path).await? {
         None => {}
@@ -510,16 +519,17 @@ async fn save(st: &State, repo: &RepoPath, file: &File, req: &mut Request) -> Re
 
 /// With an access file, the first path segment of `repo` and its limit (a repository at
 /// the root has none: only `--max-size` applies there).
-fn segment_limit<'a>(rules: Option<&Rules>, repo: &'a RepoPath) -> SegmentLimit<'a> {
+fn segment_limit<'a>(rules: Option<&Rules>, repo: &'a RepoPath) -> Option<SegmentLimit<'a>> {
     let rules = rules?;
-    let first = repo.segments().first()?;
-    Some((first, rules.quota(first).and_then(|q| q.limit)))
+    let name = repo.segments().first()?;
+    let limit = rules.quota(name).and_then(|q| q.limit);
+    Some(SegmentLimit { name, limit })
 }
 
 /// Deletes a file; returns its size if there was one to delete.
-async fn delete(st: &State, repo: &RepoPath, file: &File) -> Result<Option<u64>, Error> {
+async fn delete(st: &State, repo: &RepoPath, file: &RepoFile) -> Result<Option<u64>, Error> {
     // --append-only: a client may only remove its own locks.
-    if st.append_only && !matches!(file, File::Object(Kind::Locks, _)) {
+    if st.append_only && !matches!(file, RepoFile::Object(Kind::Locks, _)) {
         return Err(Error::Forbidden("append-only mode"));
     }
     // Deleting what is not there is still 200, as in the Go server.

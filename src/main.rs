@@ -22,7 +22,7 @@ mod storage;
 mod watch;
 
 use cli::{Command, Config, EXIT_USAGE};
-use handler::{Authn, State};
+use handler::{AuthMode, State};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -126,9 +126,9 @@ fn announce(cfg: &Config, state: &State) {
         );
     }
     match &state.authn {
-        Authn::Anonymous => log::info!("Authentication disabled"),
-        Authn::ProxyHeader(h) => log::info!("Authentication via proxy header {h}"),
-        Authn::Htpasswd(a) => log::info!(
+        AuthMode::Anonymous => log::info!("Authentication disabled"),
+        AuthMode::ProxyHeader(h) => log::info!("Authentication via proxy header {h}"),
+        AuthMode::Htpasswd(a) => log::info!(
             "Authentication enabled: {} ({} users)",
             a.path().display(),
             a.user_count()

@@ -42,7 +42,7 @@
 
 use crate::lock::Lock as _;
 use crate::route::Kind;
-use crate::storage::quota::Report;
+use crate::storage::quota::Usage;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -199,7 +199,7 @@ impl Metrics {
     }
 
     /// The whole exposition. `quota`: usage, when `--max-size` or `--access-file` is given.
-    pub(crate) fn render(&self, process: &ProcessStats, quota: Option<&Report>) -> String {
+    pub(crate) fn render(&self, process: &ProcessStats, quota: Option<&Usage>) -> String {
         // Copy under the lock, format without it.
         let mut rows: Vec<(Box<str>, String, RepoTallies)> = {
             let map = self.blobs.locked();
@@ -253,7 +253,7 @@ impl Metrics {
 
 /// The quota gauges: the global pair with `--max-size`, a pair per first path segment with
 /// `--access-file` (the limit only where one applies).
-fn render_quota(out: &mut String, q: &Report) {
+fn render_quota(out: &mut String, q: &Usage) {
     if let Some(limit) = q.limit {
         for (name, help, v) in [
             (
@@ -476,7 +476,7 @@ mod tests {
         m.count_blob("", &[], Kind::Keys, BlobOp::Read, 7);
         m.count_blob("bob", &segs(&["bob"]), Kind::Locks, BlobOp::Delete, 3);
         m.count_rejected(Rejected::Exists);
-        let quota = Report {
+        let quota = Usage {
             used: 10,
             limit: Some(20),
             segments: vec![("a\"b".into(), 4, Some(8)), ("bob".into(), 6, None)],

@@ -83,7 +83,7 @@ impl ObjectId {
 
 /// A single file of a repository: its config, or an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum File {
+pub(crate) enum RepoFile {
     Config,
     Object(Kind, ObjectId),
 }
@@ -94,7 +94,7 @@ enum Target {
     /// `/repo/` itself (only `POST ?create=true`).
     Repo,
     List(Kind),
-    File(File),
+    RepoFile(RepoFile),
 }
 
 /// One operation on a repository: the method and the target, already matched.
@@ -104,10 +104,10 @@ pub(crate) enum Op {
     Create,
     /// `GET /repo/<type>/`.
     List(Kind),
-    Head(File),
-    Get(File),
-    Save(File),
-    Delete(File),
+    Head(RepoFile),
+    Get(RepoFile),
+    Save(RepoFile),
+    Delete(RepoFile),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,14 +143,14 @@ pub(crate) fn parse(method: &str, path: &str, metrics: bool) -> Result<Route, Er
     }
     let target = match remainder {
         [] | [_] if remainder.first().is_none_or(|s| s.is_empty()) => Target::Repo,
-        [name] if name == "config" => Target::File(File::Config),
+        [name] if name == "config" => Target::RepoFile(RepoFile::Config),
         [kind, tail] => {
             let kind = Kind::parse(kind).ok_or(Error::NotFound)?;
             if tail.is_empty() {
                 Target::List(kind)
             } else {
                 let id = ObjectId::parse(tail).ok_or(Error::NotFound)?;
-                Target::File(File::Object(kind, id))
+                Target::RepoFile(RepoFile::Object(kind, id))
             }
         }
         _ => return Err(Error::NotFound),
@@ -161,11 +161,11 @@ pub(crate) fn parse(method: &str, path: &str, metrics: bool) -> Result<Route, Er
         (Target::Repo, _) => return Err(Error::MethodNotAllowed("POST")),
         (Target::List(kind), "GET") => Op::List(kind),
         (Target::List(_), _) => return Err(Error::MethodNotAllowed("GET")),
-        (Target::File(f), "HEAD") => Op::Head(f),
-        (Target::File(f), "GET") => Op::Get(f),
-        (Target::File(f), "POST") => Op::Save(f),
-        (Target::File(f), "DELETE") => Op::Delete(f),
-        (Target::File(_), _) => return Err(Error::MethodNotAllowed("HEAD, GET, POST, DELETE")),
+        (Target::RepoFile(f), "HEAD") => Op::Head(f),
+        (Target::RepoFile(f), "GET") => Op::Get(f),
+        (Target::RepoFile(f), "POST") => Op::Save(f),
+        (Target::RepoFile(f), "DELETE") => Op::Delete(f),
+        (Target::RepoFile(_), _) => return Err(Error::MethodNotAllowed("HEAD, GET, POST, DELETE")),
     };
     let repo = RepoPath(repo.to_vec());
     Ok(Route::Repo { repo, op })
@@ -209,8 +209,8 @@ mod tests {
         }
     }
 
-    fn obj(kind: Kind) -> File {
-        File::Object(kind, ObjectId(ID.into()))
+    fn obj(kind: Kind) -> RepoFile {
+        RepoFile::Object(kind, ObjectId(ID.into()))
     }
 
     fn not_found(path: &str) {
@@ -224,12 +224,18 @@ mod tests {
     #[test]
     fn root_repo_targets() {
         assert_eq!(repo("POST", "/").unwrap(), (vec![], Op::Create));
-        assert_eq!(repo("GET", "/config").unwrap().1, Op::Get(File::Config));
-        assert_eq!(repo("HEAD", "/config").unwrap().1, Op::Head(File::Config));
-        assert_eq!(repo("POST", "/config").unwrap().1, Op::Save(File::Config));
+        assert_eq!(repo("GET", "/config").unwrap().1, Op::Get(RepoFile::Config));
+        assert_eq!(
+            repo("HEAD", "/config").unwrap().1,
+            Op::Head(RepoFile::Config)
+        );
+        assert_eq!(
+            repo("POST", "/config").unwrap().1,
+            Op::Save(RepoFile::Config)
+        );
         assert_eq!(
             repo("DELETE", "/config").unwrap().1,
-            Op::Delete(File::Config)
+            Op::Delete(RepoFile::Config)
         );
         assert_eq!(repo("GET", "/data/").unwrap().1, Op::List(Kind::Data));
         assert_eq!(

@@ -935,7 +935,7 @@ fn guessers_behind_one_address_never_lock_out_right_passwords() {
 
 // The same from an address nobody has logged in from lately: the guessers' wrong passwords
 // also count against the global flood budget, and a first login from there is paced with
-// them until the guessing address is back under its share (budget.rs): never refused, and
+// them until the guessing address is back under its share (flood_budget.rs): never refused, and
 // once in, the address is known and further logins from it are checked at once.
 #[test]
 fn a_first_login_from_a_guessed_address_gets_in() {

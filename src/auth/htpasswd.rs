@@ -17,12 +17,12 @@ use std::collections::HashMap;
 /// logged: `Debug` shows only the format).
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Hash {
-    kind: Kind,
+    kind: Scheme,
     stored: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+enum Scheme {
     Bcrypt,
     /// The 20 digest bytes of `{SHA}base64(sha1(password))`.
     Sha1([u8; 20]),
@@ -56,33 +56,33 @@ impl Hash {
     /// Whether a check costs more than a microsecond or so and belongs on the blocking pool
     /// (everything but `{SHA}`: apr1 runs 1000 MD5s, SHA-crypt 5000+ SHA-2s, bcrypt 2^cost).
     pub(crate) fn is_slow(&self) -> bool {
-        !matches!(self.kind, Kind::Sha1(_))
+        !matches!(self.kind, Scheme::Sha1(_))
     }
 
     /// A name for logs and `user list`.
     pub(crate) fn format_name(&self) -> &'static str {
         match self.kind {
-            Kind::Bcrypt => "bcrypt",
-            Kind::Sha1(_) => "SHA-1",
-            Kind::Md5Crypt if self.stored.starts_with("$apr1$") => "apr1-MD5",
-            Kind::Md5Crypt => "md5crypt",
-            Kind::ShaCrypt256 => "SHA-256-crypt",
-            Kind::ShaCrypt512 => "SHA-512-crypt",
+            Scheme::Bcrypt => "bcrypt",
+            Scheme::Sha1(_) => "SHA-1",
+            Scheme::Md5Crypt if self.stored.starts_with("$apr1$") => "apr1-MD5",
+            Scheme::Md5Crypt => "md5crypt",
+            Scheme::ShaCrypt256 => "SHA-256-crypt",
+            Scheme::ShaCrypt512 => "SHA-512-crypt",
         }
     }
 
     /// Checks a password against the hash; every comparison is constant-time.
     pub(crate) fn verify(&self, password: &[u8]) -> bool {
         match self.kind {
-            Kind::Bcrypt => bcrypt::verify(password, &self.stored).unwrap_or(false),
-            Kind::Sha1(digest) => ct_eq(&Sha1::digest(password), &digest),
-            Kind::Md5Crypt => {
+            Scheme::Bcrypt => bcrypt::verify(password, &self.stored).unwrap_or(false),
+            Scheme::Sha1(digest) => ct_eq(&Sha1::digest(password), &digest),
+            Scheme::Md5Crypt => {
                 let Some((magic, salt, digest)) = split_md5_crypt(&self.stored) else {
                     return false;
                 };
                 ct_eq(&md5_crypt(password, magic, salt), digest.as_bytes())
             }
-            Kind::ShaCrypt256 | Kind::ShaCrypt512 => {
+            Scheme::ShaCrypt256 | Scheme::ShaCrypt512 => {
                 use sha_crypt::PasswordVerifier as _;
                 sha_crypt::ShaCrypt::default()
                     .verify_password(password, self.stored.as_str())
@@ -154,20 +154,20 @@ fn parse_hash(stored: &str) -> Result<Hash, &'static str> {
         .iter()
         .any(|p| stored.starts_with(p))
     {
-        return hash(Kind::Bcrypt);
+        return hash(Scheme::Bcrypt);
     }
     if let Some(b64) = stored.strip_prefix("{SHA}") {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|_| "malformed {SHA} hash")?;
         let digest = bytes.try_into().map_err(|_| "malformed {SHA} hash")?;
-        return hash(Kind::Sha1(digest));
+        return hash(Scheme::Sha1(digest));
     }
     if stored.starts_with("$apr1$") || stored.starts_with("$1$") {
         split_md5_crypt(stored).ok_or("malformed $apr1$ (MD5) hash")?;
-        return hash(Kind::Md5Crypt);
+        return hash(Scheme::Md5Crypt);
     }
-    for (prefix, kind) in [("$5$", Kind::ShaCrypt256), ("$6$", Kind::ShaCrypt512)] {
+    for (prefix, kind) in [("$5$", Scheme::ShaCrypt256), ("$6$", Scheme::ShaCrypt512)] {
         if let Some(rest) = stored.strip_prefix(prefix) {
             check_sha_crypt(rest, kind)?;
             return hash(kind);
@@ -180,7 +180,7 @@ fn parse_hash(stored: &str) -> Result<Hash, &'static str> {
 }
 
 /// `[rounds=N$]salt$digest` after `$5$`/`$6$`, as glibc writes it.
-fn check_sha_crypt(rest: &str, kind: Kind) -> Result<(), &'static str> {
+fn check_sha_crypt(rest: &str, kind: Scheme) -> Result<(), &'static str> {
     let malformed = "malformed SHA-crypt hash";
     let fields: Vec<&str> = rest.split('$').collect();
     let (salt, digest) = match fields[..] {
@@ -197,7 +197,7 @@ fn check_sha_crypt(rest: &str, kind: Kind) -> Result<(), &'static str> {
         }
         _ => return Err(malformed),
     };
-    let digest_len = if kind == Kind::ShaCrypt256 { 43 } else { 86 };
+    let digest_len = if kind == Scheme::ShaCrypt256 { 43 } else { 86 };
     if salt.is_empty() || salt.len() > 16 || digest.len() != digest_len || !is_crypt_b64(digest) {
         return Err(malformed);
     }

@@ -1,7 +1,7 @@
 //! Who is asking: the htpasswd file, live reload, and the cache that makes slow hashes
 //! affordable on a Raspberry Pi. The file format and the hash formats are `auth/htpasswd.rs`; the
-//! back-off for password guessing from one address is `auth/throttle.rs`, the budget that bounds
-//! a flood of guesses from many addresses is `auth/budget.rs`.
+//! back-off for password guessing from one address is `auth/per_address.rs`, the budget that bounds
+//! a flood of guesses from many addresses is `auth/flood_budget.rs`.
 //!
 //! One bcrypt check at cost 10 takes 100+ ms on a Pi; restic sends hundreds of requests per
 //! minute. A verified user:password pair is therefore remembered for [`PASSWORD_CACHE_TTL`],
@@ -10,9 +10,9 @@
 //! pool, at most one per two cores at a time, never on an executor thread.
 //!
 //! The way of one check: cache hit -> done at once (nothing below ever slows it). Otherwise
-//! one of the address's turns (`auth/throttle.rs`: at once unless guessers from that address hold
+//! one of the address's turns (`auth/per_address.rs`: at once unless guessers from that address hold
 //! all of them); then, for a slow hash from an address that has not logged in lately, the
-//! flood budget (`auth/budget.rs`: at once, paced, or refused unchecked, which the client sees as
+//! flood budget (`auth/flood_budget.rs`: at once, paced, or refused unchecked, which the client sees as
 //! 429); then a slow-hash slot and the hash. A right password is answered right then; only a
 //! failure waits, for its turn in the address's line of delayed 401s. Nothing here tells a
 //! right password from a guess before the hash has run, so nothing before the hash may wait
@@ -27,21 +27,21 @@
 //! or whose password changed, is refused from the reload on; the stale entry is unreachable
 //! and swept once expired.
 
-mod budget;
+mod flood_budget;
 pub(crate) mod htpasswd;
-mod throttle;
+mod per_address;
 
 use crate::lock::Lock as _;
 use crate::watch::{Load, Watched};
-use budget::{Admission, Budget};
+use flood_budget::{Admission, Budget};
 use htpasswd::{Hash, Users};
+use per_address::Throttle;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use throttle::Throttle;
 
 /// How long a verified user:password pair is trusted without running bcrypt again.
 const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -52,7 +52,7 @@ const CACHE_SWEEP_AT: usize = 256;
 
 /// What a 429 answer tells the client to wait before trying again (restic ignores it and
 /// uses its own back-off; other clients may not).
-pub(crate) const BUSY_RETRY_AFTER: Duration = budget::MAX_WAIT;
+pub(crate) const BUSY_RETRY_AFTER: Duration = flood_budget::MAX_WAIT;
 
 /// The outcome of a check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +60,8 @@ pub(crate) enum Verdict {
     Ok,
     /// Wrong password or unknown user (401).
     Wrong,
-    /// Not checked (429): too many wrong passwords lately (`auth/budget.rs`), or every turn of
-    /// the address taken for 5 s (`auth/throttle.rs`).
+    /// Not checked (429): too many wrong passwords lately (`auth/flood_budget.rs`), or every turn of
+    /// the address taken for 5 s (`auth/per_address.rs`).
     Busy,
 }
 
@@ -119,8 +119,8 @@ impl Auth {
 
     /// Checks a user:password pair from client address `peer`. A pair verified within
     /// [`PASSWORD_CACHE_TTL`] answers at once; anything else costs a hash computation, takes
-    /// one of the address's turns (see `auth/throttle.rs`) and, during a flood, waits for the
-    /// global budget (see `auth/budget.rs`); a failure is answered after a delay that grows with
+    /// one of the address's turns (see `auth/per_address.rs`) and, during a flood, waits for the
+    /// global budget (see `auth/flood_budget.rs`); a failure is answered after a delay that grows with
     /// the address's failures in a row, one failure's answer after another.
     pub(crate) async fn verify(&self, user: &str, password: &str, peer: &str) -> Verdict {
         self.users.reload_if_changed().await;
@@ -137,13 +137,13 @@ impl Auth {
         {
             return Verdict::Ok;
         }
-        // A turn of this address: at once unless guessers hold all of them (throttle.rs).
+        // A turn of this address: at once unless guessers hold all of them (per_address.rs).
         let Some(turn) = self.throttle.turn(peer, user).await else {
             log::debug!(
                 "login from {peer} as user {user:?} refused unchecked: {} checks from that \
                  address under way for {} s",
-                throttle::MAX_IN_FLIGHT,
-                throttle::MAX_DELAY.as_secs()
+                per_address::MAX_IN_FLIGHT,
+                per_address::MAX_DELAY.as_secs()
             );
             return Verdict::Busy;
         };

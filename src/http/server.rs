@@ -379,7 +379,7 @@ where
         // A client that shuts down its sending side after a request still gets the answer.
         .half_close(true);
     let served = http
-        .serve_connection(FuturesIo::new(Timed::new(stream)), service)
+        .serve_connection(FuturesIo::new(IdleTimeouts::new(stream)), service)
         .without_shutdown()
         .await;
     match served {
@@ -476,15 +476,15 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 }
 
 /// A connection with an inactivity timeout on every read and write.
-struct Timed<S> {
+struct IdleTimeouts<S> {
     inner: S,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
 }
 
-impl<S> Timed<S> {
+impl<S> IdleTimeouts<S> {
     fn new(inner: S) -> Self {
-        Timed {
+        IdleTimeouts {
             inner,
             read_timer: None,
             write_timer: None,
@@ -517,7 +517,7 @@ fn with_timeout<T>(
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -529,7 +529,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Timed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

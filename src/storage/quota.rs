@@ -40,9 +40,12 @@ pub(crate) struct Quota {
     tallied: OnceCell<()>,
 }
 
-/// The limit of one first path segment for one upload: its name and limit (`None`:
-/// unlimited, but counted).
-pub(crate) type SegmentLimit<'a> = Option<(&'a str, Option<u64>)>;
+/// The first path segment an upload goes to, and its limit (`None`: unlimited, but counted).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegmentLimit<'a> {
+    pub name: &'a str,
+    pub limit: Option<u64>,
+}
 
 /// Bytes held for one upload; returned to the quota on drop unless kept.
 #[derive(Debug)]
@@ -59,7 +62,7 @@ pub(crate) struct Exceeded;
 
 /// Usage for `/metrics`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Report {
+pub(crate) struct Usage {
     pub used: u64,
     pub limit: Option<u64>,
     /// Every segment counted so far, and every one the access file names: name, bytes
@@ -67,7 +70,7 @@ pub(crate) struct Report {
     pub segments: Vec<(String, u64, Option<u64>)>,
 }
 
-impl Report {
+impl Usage {
     /// Fills in the segments' limits from the access file.
     pub(crate) fn add_limits(&mut self, rules: &crate::access::Rules) {
         for name in rules.named_quotas() {
@@ -102,7 +105,7 @@ impl Quota {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Usage {
         let mut segments: Vec<(String, u64, Option<u64>)> = match &self.segments {
             None => Vec::new(),
             Some(map) => map
@@ -112,7 +115,7 @@ impl Quota {
                 .collect(),
         };
         segments.sort();
-        Report {
+        Usage {
             used: self.used(),
             limit: self.limit,
             segments,
@@ -145,16 +148,16 @@ impl Quota {
     /// tally when a limit applies.
     pub(crate) async fn reserve(
         self: &Arc<Self>,
-        segment: SegmentLimit<'_>,
+        segment: Option<SegmentLimit<'_>>,
         bytes: u64,
     ) -> Result<Reservation, Exceeded> {
-        let segment_limited = segment.is_some_and(|(_, limit)| limit.is_some());
+        let segment_limited = segment.is_some_and(|s| s.limit.is_some());
         if self.limit.is_some() || segment_limited {
             self.tallied.wait().await;
         }
         let mut r = Reservation {
             quota: self.clone(),
-            segment: segment.and_then(|(name, limit)| Some((self.counter(name)?, limit))),
+            segment: segment.and_then(|s| Some((self.counter(s.name)?, s.limit))),
             bytes: 0,
         };
         r.grow(bytes)?;
@@ -259,7 +262,12 @@ mod tests {
         q
     }
 
-    fn reserve(q: &Arc<Quota>, seg: SegmentLimit<'_>, n: u64) -> Result<Reservation, Exceeded> {
+    fn reserve(
+        q: &Arc<Quota>,
+        seg: Option<(&str, Option<u64>)>,
+        n: u64,
+    ) -> Result<Reservation, Exceeded> {
+        let seg = seg.map(|(name, limit)| SegmentLimit { name, limit });
         smol::block_on(q.reserve(seg, n))
     }
 

@@ -445,7 +445,7 @@ impl Listing {
                     None => break true,
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(entry)) => {
-                        let out = Entry {
+                        let out = ListedObject {
                             buf: &mut self.buf,
                             first: &mut self.first,
                             v2: self.v2,
@@ -466,13 +466,13 @@ impl Listing {
 }
 
 /// Where one directory entry is written, if it is an object.
-struct Entry<'a> {
+struct ListedObject<'a> {
     buf: &'a mut Vec<u8>,
     first: &'a mut bool,
     v2: bool,
 }
 
-impl Entry<'_> {
+impl ListedObject<'_> {
     fn add(self, dir: &OwnedFd, name: &CStr) -> io::Result<()> {
         let Some(id) = name.to_str().ok().filter(|n| ObjectId::is_valid(n)) else {
             return Ok(());

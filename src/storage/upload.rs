@@ -79,7 +79,7 @@ pub(crate) async fn hash_body(
     declared: Option<u64>,
     turns: &Turns,
 ) -> Result<Received, Error> {
-    let (got, _) = pour(body, None, true, declared, None, turns).await?;
+    let (got, _) = stream_body(body, None, true, declared, None, turns).await?;
     Ok(got)
 }
 
@@ -163,7 +163,7 @@ impl TempObject {
         turns: &Turns,
     ) -> Result<Received, Error> {
         let file = self.file.take();
-        let (got, file) = pour(body, file, self.hash, declared, quota, turns).await?;
+        let (got, file) = stream_body(body, file, self.hash, declared, quota, turns).await?;
         self.file = file;
         Ok(got)
     }
@@ -271,7 +271,7 @@ async fn gather(body: &mut impl RequestBody) -> Result<(Vec<Bytes>, usize, bool)
 /// (with `hash`) and written to `file` (if any, starting writeback as it goes) on a blocking
 /// thread in a turn, while the next chunk is gathered. A body shorter than `declared` is an
 /// error. Gives the file back.
-async fn pour(
+async fn stream_body(
     body: &mut impl RequestBody,
     file: Option<File>,
     hash: bool,

@@ -26,7 +26,7 @@
 //! back at zero failures, and forgets one after [`FORGET_AFTER`] without activity.
 //!
 //! The other way round, an address that logged in with a right password is *trusted* for
-//! [`TRUST_FOR`]: its checks skip the global flood budget of `auth/budget.rs` (they still take
+//! [`TRUST_FOR`]: its checks skip the global flood budget of `auth/flood_budget.rs` (they still take
 //! turns here). This lives in a table of its own, filled only by successful logins
 //! ([`MAX_TRUSTED`]), so guessers from many addresses cannot push honest ones out.
 

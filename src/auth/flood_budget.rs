@@ -1,6 +1,6 @@
 //! A global budget for the slow password checks of clients not known to be honest, so that a
 //! flood of wrong passwords from many addresses cannot take more than a small, fixed share of
-//! one core. The per-address back-off (`auth/throttle.rs`) cannot stop such a flood: each address
+//! one core. The per-address back-off (`auth/per_address.rs`) cannot stop such a flood: each address
 //! guesses once, and its first guess is a real bcrypt.
 //!
 //! What is counted: the time spent hashing passwords that turned out *wrong*, as a debt that
@@ -19,7 +19,7 @@
 //!
 //! Who is exempt (`auth/mod.rs` decides): a request whose credentials are in the verified cache
 //! never gets here (a running restic), nor does a check from an address that logged in
-//! successfully within `throttle::TRUST_FOR` (a restic whose cache entry expired after its
+//! successfully within `per_address::TRUST_FOR` (a restic whose cache entry expired after its
 //! minute, or the nightly backup of a known host). Those run at once, though a failure among
 //! them still counts. A wrong password cannot earn an address that trust.
 //!
