@@ -1383,14 +1383,7 @@ fn page_cache(dir: &Path, packs: &[Pack], warm: bool) -> io::Result<()> {
     Ok(())
 }
 
-fn download(
-    o: &Opts,
-    r: &mut Results,
-    si: usize,
-    server: &Server,
-    packs: &[Pack],
-    dir: &Path,
-) {
+fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack], dir: &Path) {
     const RANGES_PER_PACK: usize = 8;
     const BLOB: usize = 1 << 20;
     // (scenario, ranged, page cache before: None = as the upload left it, Some(warm))
@@ -1403,12 +1396,13 @@ fn download(
         states.push(("download_full_cold", false, Some(false)));
     }
     for (scenario, ranged, cache) in states {
-        if let Some(warm) = cache {
-            if let Err(e) = page_cache(dir, packs, warm) {
-                r.notes
-                    .push(format!("{}: {scenario}: page cache: {e}", r.per_server[si].0));
-                continue;
-            }
+        if let Some(warm) = cache
+            && let Err(e) = page_cache(dir, packs, warm)
+        {
+            let label = &r.per_server[si].0;
+            r.notes
+                .push(format!("{label}: {scenario}: page cache: {e}"));
+            continue;
         }
         let reset = server.reset_hwm();
         let cpu0 = server.cpu();
