@@ -55,6 +55,11 @@ usage: cargo run --release --example loadgen -- [options]
   --pick-port          choose the port ourselves instead of reading it from the server's log
   --max-secs S         deadline per scenario in seconds (default 120)
   --keep               keep the temp dir
+  --download-states    after the full download right after the upload (download_full), also
+                       download every pack from a warm page cache (download_full_warm: the
+                       client reads the files first) and from a cold one (download_full_cold:
+                       the client fdatasyncs and evicts the files with POSIX_FADV_DONTNEED)
+  --small-get          small requests alternate HEAD and GET of the 3-byte config (body checked)
 ";
 
 /// Flags added to the server command per scenario, in the Go server's spelling.
@@ -106,6 +111,8 @@ struct Opts {
     pick_port: bool,
     max_secs: u64,
     keep: bool,
+    download_states: bool,
+    small_get: bool,
 }
 
 impl Opts {
@@ -142,6 +149,8 @@ fn parse_args() -> Result<Opts, String> {
         pick_port: false,
         max_secs: 120,
         keep: false,
+        download_states: false,
+        small_get: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -184,6 +193,8 @@ fn parse_args() -> Result<Opts, String> {
             "--max-secs" => o.max_secs = number(value()?)? as u64,
             "--pick-port" => o.pick_port = true,
             "--keep" => o.keep = true,
+            "--download-states" => o.download_states = true,
+            "--small-get" => o.small_get = true,
             "--compare-auth" => compare_auth = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -1349,15 +1360,50 @@ fn upload(
 
 /// Full GETs of every pack (checked byte for byte), then restic-like ranged reads: each pack's
 /// tail (where restic finds the pack header) and random 1 MiB blobs.
-fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack]) {
+/// The file a pack was stored in by a server with the restic layout under `dir`.
+fn pack_file(dir: &Path, p: &Pack) -> PathBuf {
+    dir.join(&REPO[1..])
+        .join("data")
+        .join(&p.id[..2])
+        .join(&p.id)
+}
+
+/// Brings the stored packs into the page cache (`warm`) or drops them from it.
+fn page_cache(dir: &Path, packs: &[Pack], warm: bool) -> io::Result<()> {
+    for p in packs {
+        let path = pack_file(dir, p);
+        if warm {
+            io::copy(&mut fs::File::open(&path)?, &mut io::sink())?;
+        } else {
+            let f = fs::File::open(&path)?;
+            f.sync_data()?;
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+        }
+    }
+    Ok(())
+}
+
+fn download(o: &Opts, r: &mut Results, si: usize, server: &Server, packs: &[Pack], dir: &Path) {
     const RANGES_PER_PACK: usize = 8;
     const BLOB: usize = 1 << 20;
-    for ranged in [false, true] {
-        let scenario = if ranged {
-            "download_range"
-        } else {
-            "download_full"
-        };
+    // (scenario, ranged, page cache before: None = as the upload left it, Some(warm))
+    let mut states = vec![
+        ("download_full", false, None),
+        ("download_range", true, None),
+    ];
+    if o.download_states {
+        states.push(("download_full_warm", false, Some(true)));
+        states.push(("download_full_cold", false, Some(false)));
+    }
+    for (scenario, ranged, cache) in states {
+        if let Some(warm) = cache
+            && let Err(e) = page_cache(dir, packs, warm)
+        {
+            let label = &r.per_server[si].0;
+            r.notes
+                .push(format!("{label}: {scenario}: page cache: {e}"));
+            continue;
+        }
         let reset = server.reset_hwm();
         let cpu0 = server.cpu();
         let deadline = o.deadline();
@@ -1572,7 +1618,23 @@ fn small(o: &Opts, r: &mut Results, si: usize, spec: &ServerSpec, dirs: &mut Dir
                         break;
                     }
                     let t = Instant::now();
-                    match expect(&mut c, "HEAD", &path, &[], b"", 200) {
+                    let got = if o.small_get && out.requests % 2 == 1 {
+                        let mut body = Vec::new();
+                        match c.request("GET", &path, &[], b"", &mut |b: &[u8]| {
+                            body.extend_from_slice(b)
+                        }) {
+                            Ok(resp) if resp.status == 200 && body == b"cfg" => Ok(()),
+                            Ok(resp) => Err(format!(
+                                "GET {path}: status {} with {:?}",
+                                resp.status,
+                                String::from_utf8_lossy(&body)
+                            )),
+                            Err(e) => Err(format!("GET {path}: {e}")),
+                        }
+                    } else {
+                        expect(&mut c, "HEAD", &path, &[], b"", 200)
+                    };
+                    match got {
                         Ok(()) => {
                             out.latencies_ms.push(t.elapsed().as_secs_f64() * 1e3);
                             out.requests += 1;
@@ -2132,7 +2194,7 @@ fn run(o: &Opts, base: &Path) -> Result<(), String> {
                     let m = machine.as_mut().filter(|_| o.wants("upload"));
                     upload(o, &mut r, si, &s, &packs, "upload_verify", idle, m);
                     if o.wants("download") {
-                        download(o, &mut r, si, &s, &packs);
+                        download(o, &mut r, si, &s, &packs, &dir);
                     }
                     s.stop();
                 }
