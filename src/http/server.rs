@@ -44,10 +44,10 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// are a few hundred bytes; 16 KiB leaves room for long proxy headers.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// hyper's read buffer grows up to this: the largest piece of a body read at once, and what
-/// one connection can make us buffer. 64 KiB reads keep an upload's syscalls few
-/// (BENCHMARKS.md) and 1000 connections under 64 MiB even if each sends a huge head.
-const MAX_BUFFER: usize = 64 * 1024;
+/// hyper's read buffer grows up to this: the largest piece of a body read at once (as the
+/// 128 KiB reads of the async-h1 build: 64 KiB doubled the recvfrom calls of an upload), and
+/// what one connection can make us buffer. Heads are limited to `MAX_HEAD` long before.
+const MAX_BUFFER: usize = 128 * 1024;
 
 /// On SIGINT/SIGTERM, requests in flight get this long to finish before we exit anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);

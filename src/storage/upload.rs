@@ -3,9 +3,9 @@
 //! publish under the final name, fsync the directory. Only then is the object visible.
 //!
 //! hyper reads the body on the connection's task and hands it on in pieces as they arrive.
-//! They are gathered (not copied) into chunks of [`BODY_CHUNK`]; each chunk is hashed and
-//! written with one writev(2) on a blocking thread, while the connection gathers the next
-//! one. Writing a chunk needs a *turn* ([`Turns`]): at most [`MAX_WRITERS`] chunks are hashed
+//! They are gathered into chunks of [`BODY_CHUNK`] (two buffers per upload, taking turns);
+//! each chunk is hashed and written with one write(2) on a blocking thread, while the
+//! connection gathers the next one. Writing a chunk needs a *turn* ([`Turns`]): at most [`MAX_WRITERS`] chunks are hashed
 //! and written at once, whatever the number of uploads. An upload holds a turn only while a
 //! chunk of it is being written, never while it waits for the client, so clients that
 //! trickle their bodies cannot keep others from writing (docs/architecture.md, "Upload
@@ -25,7 +25,7 @@ use hyper::body::{Body, Bytes};
 use sha2::{Digest, Sha256};
 use smol::lock::Semaphore;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -36,12 +36,9 @@ use std::sync::Mutex;
 const TEMP_MARKER: &str = ".rest-server-temp";
 
 /// A chunk of the body: gathered from the pieces hyper hands on, then hashed and written with
-/// one writev(2), so the disk sees few, large writes (BENCHMARKS.md, "chunk size").
+/// one write(2), so the disk sees few, large writes (BENCHMARKS.md, "chunk size"). A chunk
+/// may end up to one piece (hyper's read, at most 128 KiB) longer.
 const BODY_CHUNK: usize = 128 * 1024;
-
-/// Pieces gathered into one chunk at most: a client that sends its body a few bytes at a time
-/// must not make one writev(2) of more iovecs than the kernel takes (1024).
-const MAX_PIECES: usize = 64;
 
 /// Chunks hashed and written at once, across all uploads; more wait for a turn. Each is a
 /// blocking-pool thread busy with up to 128 KiB: bounds the threads and the memory that
@@ -250,27 +247,26 @@ async fn next_piece(body: &mut impl RequestBody) -> Result<Option<Bytes>, Error>
     }
 }
 
-/// Gathers pieces of `body` into one chunk: until it holds [`BODY_CHUNK`] bytes,
-/// [`MAX_PIECES`] pieces, or the body ends (then the last element of the answer is `true`).
-async fn gather(body: &mut impl RequestBody) -> Result<(Vec<Bytes>, usize, bool), Error> {
-    let mut pieces = Vec::new();
-    let mut n = 0;
-    while n < BODY_CHUNK && pieces.len() < MAX_PIECES {
+/// Gathers the body into `buf` (emptied first) until it holds at least [`BODY_CHUNK`] bytes
+/// or the body ends; returns whether it ended. The pieces are copied, not kept: holding them
+/// kept hyper from reusing its read buffer, so it allocated a new one per read (on musl a
+/// fresh mapping, zeroed page by page: 1.9x the CPU per GiB; BENCHMARKS.md). `buf` grows as
+/// bytes arrive, so an upload that trickles holds only what it has sent.
+async fn gather(body: &mut impl RequestBody, buf: &mut Vec<u8>) -> Result<bool, Error> {
+    buf.clear();
+    while buf.len() < BODY_CHUNK {
         match next_piece(body).await? {
-            Some(piece) => {
-                n += piece.len();
-                pieces.push(piece);
-            }
-            None => return Ok((pieces, n, true)),
+            Some(piece) => buf.extend_from_slice(&piece),
+            None => return Ok(true),
         }
     }
-    Ok((pieces, n, false))
+    Ok(false)
 }
 
 /// Reads `body` to its end in chunks, counting each against `quota`, and has each hashed
 /// (with `hash`) and written to `file` (if any, starting writeback as it goes) on a blocking
-/// thread in a turn, while the next chunk is gathered. A body shorter than `declared` is an
-/// error. Gives the file back.
+/// thread in a turn, while the next chunk is gathered into the other of two buffers. A body
+/// shorter than `declared` is an error. Gives the file back.
 async fn stream_body(
     body: &mut impl RequestBody,
     file: Option<File>,
@@ -284,27 +280,29 @@ async fn stream_body(
         hasher: hash.then(Sha256::new),
         writeback: Writeback::default(),
     });
+    let (mut filling, mut spare) = (Vec::new(), Vec::new());
     // The chunk being written, with the turn it holds.
     let mut writing = None;
     let mut len = 0u64;
     loop {
-        let (pieces, n, end) = gather(body).await?;
-        len += n as u64;
+        let end = gather(body, &mut filling).await?;
+        len += filling.len() as u64;
         if let Some(q) = quota.as_deref_mut() {
             q.grow(len).map_err(|_| Error::QuotaExceeded)?;
         }
         if let Some((task, turn)) = writing.take() {
-            let (back, written): (Sink, io::Result<()>) = task.await;
+            let (back, buf, written): (Sink, Vec<u8>, io::Result<()>) = task.await;
             drop(turn);
             written?;
-            sink = Some(back);
+            (sink, spare) = (Some(back), buf);
         }
-        if !pieces.is_empty() {
+        if !filling.is_empty() {
             let turn = turns.acquire().await;
             let mut s = sink.take().ok_or_else(stopped)?;
+            let chunk = std::mem::replace(&mut filling, std::mem::take(&mut spare));
             let task = smol::unblock(move || {
-                let written = s.take(&pieces);
-                (s, written)
+                let written = s.take(&chunk);
+                (s, chunk, written)
             });
             writing = Some((task, turn));
         }
@@ -313,7 +311,7 @@ async fn stream_body(
         }
     }
     if let Some((task, turn)) = writing.take() {
-        let (back, written) = task.await;
+        let (back, _, written) = task.await;
         drop(turn);
         written?;
         sink = Some(back);
@@ -329,27 +327,14 @@ async fn stream_body(
 
 impl Sink {
     /// Hashes and writes one chunk (blocking).
-    fn take(&mut self, pieces: &[Bytes]) -> io::Result<()> {
+    fn take(&mut self, chunk: &[u8]) -> io::Result<()> {
         if let Some(h) = self.hasher.as_mut() {
-            for p in pieces {
-                h.update(p);
-            }
+            h.update(chunk);
         }
-        let Some(file) = self.file.as_mut() else {
-            return Ok(());
-        };
-        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
-        let mut left = &mut slices[..];
-        let mut n = 0;
-        while !left.is_empty() {
-            let wrote = file.write_vectored(left)?;
-            if wrote == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            n += wrote;
-            IoSlice::advance_slices(&mut left, wrote);
+        if let Some(file) = self.file.as_mut() {
+            file.write_all(chunk)?;
+            self.writeback.advise(file, chunk.len());
         }
-        self.writeback.advise(file, n);
         Ok(())
     }
 }
@@ -536,8 +521,8 @@ mod tests {
         let repos = Repos::new(dir.clone(), false);
         let turns = Turns::new(2);
         let sizes = [0, 1, BODY_CHUNK, BODY_CHUNK * 5 / 2, BODY_CHUNK * 4];
-        // Pieces as hyper hands them on: whole reads, and a client trickling (more pieces
-        // than one writev takes).
+        // Pieces as hyper hands them on: whole reads, and a client trickling (many small
+        // pieces per chunk).
         for (len, piece) in sizes.into_iter().flat_map(|l| [(l, 16 * 1024), (l, 7)]) {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let target = dir.join(format!("object-{len}-{piece}"));
