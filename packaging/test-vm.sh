@@ -227,7 +227,9 @@ prop() { systemctl show -p "$2" --value "$1"; }
 step() { # step DESCRIPTION SCRIPT
     local what=$1 t0 n=$((passed + failed + 1))
     t0=$(date +%s)
-    if printf '%s\n%s\n' "$prelude" "$2" | vm bash -s >"$work/step$n.log" 2>&1; then
+    # The script goes to a file first: commands that read stdin must not eat the script.
+    if printf '%s\n%s\n' "$prelude" "$2" | vm 'cat >/root/step.sh' &&
+        vm bash /root/step.sh </dev/null >"$work/step$n.log" 2>&1; then
         passed=$((passed + 1))
         echo "ok - $what ($(($(date +%s) - t0)) s)"
     else
@@ -261,24 +263,44 @@ finish() {
     exit 0
 }
 
-step "apt install ./$pkg.deb: user, 0700 data dir, nothing started" '
-apt-get install -y /root/pkg/$PKG.deb >/tmp/install.log 2>&1 || { cat /tmp/install.log; exit 1; }
-cat /tmp/install.log
-getent passwd rest-server
-test "$(stat -c "%a %U %G" /var/lib/rest-server)" = "700 rest-server rest-server"
-! systemctl is-active rest-server.service rest-server.socket
-grep -q "rest-server user add" /tmp/install.log
+# The quick start of packaging/README.md, word for word but for: no sudo (we are root), the
+# .deb's name, the password (on stdin instead of the terminal: --password-stdin) and the
+# server's address (the VM itself). Each line must still be there: a README that drops a
+# step fails here.
+quick=$(sed -n '/^<!-- test-vm.sh: quick start -->$/,/^```$/p' packaging/README.md | sed -e '1,2d' -e '$d')
+for want in 'sudo apt install ./rest-server_' 'sudo rest-server user add --path /var/lib/rest-server alice' \
+    'sudo systemctl enable --now rest-server' '/alice/laptop init' '/alice/laptop backup'; do
+    grep -qF -- "$want" <<<"$quick" || die "packaging/README.md's quick start lost '$want'"
+done
+quick_script=$(sed -e 's/  *# .*$//' -e '/^#/d' -e 's/^sudo //' \
+    -e 's|\./rest-server_[^ ]*\.deb|/root/pkg/$PKG.deb|' \
+    -e 's|^\(rest-server user add .*\)$|printf "%s\\n" "$PW" \| \1 --password-stdin|' \
+    -e 's|PASSWORD@raspberrypi.local|$PW@127.0.0.1|' <<<"$quick")
+echo "# quick start as run:"
+printf '%s\n' "$quick_script" | sed 's/^/#   /'
+
+step "packaging/README.md's quick start, from apt install to a first backup" '
+mkdir -p ~/Documents && cp -r /usr/share/doc/restic ~/Documents/
+'"$quick_script"'
+restic -r rest:$URL/alice/laptop snapshots | grep -q Documents
 '
 
-step "rest-server user add, as root, the README way: the file belongs to the service user" '
-printf "%s\n" "$PW" | rest-server user add --path /var/lib/rest-server --password-stdin alice
+host_step "the first install says how to add a user, the quick start's way" \
+    grep -q "rest-server user add --path /var/lib/rest-server USER" "$work/step1.log"
+
+step "install: the service user, the 0700 data dir" '
+getent passwd rest-server
+test "$(stat -c "%a %U %G" /var/lib/rest-server)" = "700 rest-server rest-server"
+'
+
+step "user add as root, the README way: .htpasswd and its lock belong to the service user" '
 stat -c "%n %a %U %G" /var/lib/rest-server/.htpasswd /var/lib/rest-server/.htpasswd.lock
 test "$(stat -c "%a %U %G" /var/lib/rest-server/.htpasswd)" = "600 rest-server rest-server"
 test "$(stat -c "%a %U %G" /var/lib/rest-server/.htpasswd.lock)" = "600 rest-server rest-server"
 '
 
-step "socket activation: systemd listens, the first connection starts the server" '
-systemctl enable --now rest-server.socket
+step "socket activation instead of the service (README): the first connection starts it" '
+systemctl disable --now rest-server; systemctl enable --now rest-server.socket
 systemctl is-active rest-server.socket
 ! systemctl is-active rest-server.service
 restic -r rest:$URL/alice/vm init

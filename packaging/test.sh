@@ -6,7 +6,7 @@
 #   - .deb: dpkg-deb --info/--contents show the expected fields, files, modes and maintainer
 #     scripts; the amd64 .deb installs with dpkg -i, creates the user and the 0700 data dir,
 #     its binary runs and serves as that user; dpkg --purge removes the user, not the backups
-#   - systemd-analyze verify accepts the units (and the offline security score is printed)
+#   - systemd-analyze verify accepts the units; the offline security score is at most 2.5
 #   - .ipk: outer layout, debian-binary, control fields, conffiles, data layout and modes
 #   - the procd init script, run under busybox ash with stand-ins for OpenWrt's
 #     config_load/config_get/config_get_bool and procd_* functions, produces the expected
@@ -161,6 +161,9 @@ else
 fi
 if score=$(cd "$work" && systemd-analyze security --offline=true ./rest-server.service 2>/dev/null | tail -n 1); then
     echo "# systemd-analyze security (offline): $score"
+    # Issue 19: at most 2.5 (packaging/README.md lists what is left off and why).
+    check "systemd-analyze security <= 2.5" \
+        awk -v s="$score" 'BEGIN { if (!match(s, /: [0-9.]+ /)) exit 1; exit !(substr(s, RSTART + 2, RLENGTH - 3) + 0 <= 2.5) }'
 fi
 
 # ---------------------------------------------------------------- install the .deb here
