@@ -223,6 +223,8 @@ wait_for() {
     return 1
 }
 prop() { systemctl show -p "$2" --value "$1"; }
+# (no "| grep -q" below: with pipefail, the writer killed by SIGPIPE fails the pipeline)
+set -x
 '
 step() { # step DESCRIPTION SCRIPT
     local what=$1 t0 n=$((passed + failed + 1))
@@ -255,6 +257,8 @@ host_step() { # host_step DESCRIPTION COMMAND...
 }
 finish() {
     echo "# total $(elapsed)"
+    # The serial console of the last run, for a look at what the guest said.
+    cp "$work/console.log" "$base/last-console.log" 2>/dev/null || true
     if [ "$keep" = 1 ]; then
         echo "# VM left running (qemu pid $qemu_pid): ssh -i $base/id_ed25519 -p $ssh_port root@127.0.0.1"
     fi
@@ -282,7 +286,7 @@ printf '%s\n' "$quick_script" | sed 's/^/#   /'
 step "packaging/README.md's quick start, from apt install to a first backup" '
 mkdir -p ~/Documents && cp -r /usr/share/doc/restic ~/Documents/
 '"$quick_script"'
-restic -r rest:$URL/alice/laptop snapshots | grep -q Documents
+restic -r rest:$URL/alice/laptop snapshots | grep >/dev/null Documents
 '
 
 host_step "the first install says how to add a user, the quick start's way" \
@@ -312,7 +316,7 @@ restic -r rest:$URL/alice/vm backup -q /etc /usr/share/doc/restic
 restic -r rest:$URL/alice/vm backup -q /etc /usr/share/doc/restic
 restic -r rest:$URL/alice/vm check --read-data
 restic -r rest:$URL/alice/vm restore latest --target /tmp/restore
-diff -r /etc /tmp/restore/etc
+diff -r --no-dereference /etc /tmp/restore/etc
 test "$(restic -r rest:$URL/alice/vm snapshots --json | grep -o "\"id\"" | wc -l)" = 2
 '
 
@@ -329,8 +333,8 @@ host_round_trip() {
 host_step "restic round trip from the host through the forwarded port" host_round_trip
 
 step "the journal has our lines at their priority (info, not error or warning)" '
-journalctl -u rest-server -o json-pretty | grep -q "start server on"
-journalctl -u rest-server -p info | grep -q "start server on"
+journalctl -u rest-server -o json | grep "start server on" | grep "\"PRIORITY\":\"6\"" >/dev/null
+journalctl -u rest-server -p info | grep "start server on" >/dev/null
 ! journalctl -u rest-server -p notice | grep "start server on"
 ! journalctl -u rest-server | grep -F "<6>"
 '
@@ -340,7 +344,7 @@ pid=$(prop rest-server MainPID)
 printf "%s\n" "$BOBPW" | rest-server user add --path /var/lib/rest-server --password-stdin bob
 test "$(stat -c "%a %U" /var/lib/rest-server/.htpasswd)" = "600 rest-server"
 systemctl reload rest-server
-wait_for "journalctl -u rest-server | grep -q \"SIGHUP: reloading\""
+wait_for "journalctl -u rest-server | grep >/dev/null \"SIGHUP: reloading\""
 wait_for "restic -r rest:http://bob:$BOBPW@127.0.0.1:8000/alice/vm snapshots -q >/dev/null 2>&1"
 test "$(prop rest-server MainPID)" = "$pid"
 '
@@ -369,7 +373,8 @@ restic -r rest:$URL/alice/vm snapshots -q
 '
 
 t_reboot=$(date +%s)
-vm 'systemctl reboot' || true
+# --no-block: returns at once, so ssh is not left hanging on a connection that goes away.
+vm 'systemctl --no-block reboot' || true
 boot_id=$(wait_ssh "$boot_id")
 echo "# rebooted to ssh in $(($(date +%s) - t_reboot)) s"
 
@@ -384,7 +389,7 @@ step "upgrade: edited /etc/default/rest-server kept, running server restarted" '
 echo "# edited by the VM test" >>/etc/default/rest-server
 pid=$(prop rest-server MainPID)
 apt-get install -y /root/pkg/$PKG-up.deb
-dpkg-query -W -f="\${Version}" $PKG | grep -q "+vmtest"
+dpkg-query -W -f="\${Version}" $PKG | grep >/dev/null "+vmtest"
 grep -q "edited by the VM test" /etc/default/rest-server
 ! ls /etc/default/rest-server.dpkg-*
 wait_for "systemctl is-active rest-server.service"
