@@ -228,6 +228,25 @@ for p in "$pkgs"/*.ipk; do
     check "$name: control Package/Version" \
         grep -Eq "^Package: rest-server(-nossl)?$" "$d/control/control"
     check "$name: conffiles" test "$(cat "$d/control/conffiles")" = /etc/config/rest-server
+    # What opkg reads: Version as [epoch:]upstream-revision, a numeric Installed-Size, and no
+    # Depends (the binary is static: a "Depends: libc" would tie it to one OpenWrt release's
+    # libc package for nothing).
+    check "$name: control fields as opkg expects them, no Depends" bash -c '
+        grep -Eqx "Version: ([0-9]+:)?[0-9][A-Za-z0-9.+~]*-[0-9]+" "$1" &&
+        grep -Eqx "Installed-Size: [0-9]+" "$1" && grep -Eq "^Description: ." "$1" &&
+        ! grep -q "^Depends:" "$1"' _ "$d/control/control"
+    # Package architectures that OpenWrt's targets use (opkg installs only a listed one).
+    check "$name: $arch is an OpenWrt package architecture" grep -qx "$arch" <<'ARCHS'
+aarch64_cortex-a53
+aarch64_cortex-a72
+aarch64_cortex-a76
+aarch64_generic
+arm_arm1176jzf-s_vfp
+arm_cortex-a7_neon-vfpv4
+arm_cortex-a9_vfpv3-d16
+arm_cortex-a15_neon-vfpv4
+x86_64
+ARCHS
     check "$name: postinst/prerm executable" test -x "$d/control/postinst" -a -x "$d/control/prerm"
     check "$name: data layout" test "$(cd "$d/data" && find . -type f | sort | tr '\n' ' ')" = \
         "./etc/config/rest-server ./etc/init.d/rest-server ./usr/bin/rest-server "
