@@ -407,6 +407,29 @@ systemctl start rest-server.service
 restic -r rest:$URL/alice/vm snapshots -q
 '
 
+step "the same error under socket activation: no endless restarts, the client is let go" '
+systemctl stop rest-server.service
+chown root:root /var/lib/rest-server/.htpasswd
+since=$(date "+%Y-%m-%d %H:%M:%S")
+systemctl is-active rest-server.socket
+# A client connects and waits: each start fails at once (exit 2, no Restart=), systemd tries
+# again for the waiting connection until the start limit, then gives up on the socket, which
+# closes the connection. Before issue 19 this looped for as long as the client waited.
+exec 3<>/dev/tcp/127.0.0.1/8000
+printf "GET /alice/vm/config HTTP/1.0\r\n\r\n" >&3
+rc=0; answer=$(timeout 120 cat <&3) || rc=$?
+test "$rc" != 124
+test -z "$answer"
+exec 3<&-
+test "$(prop rest-server NRestarts)" = 0
+test "$(prop rest-server.socket ActiveState)" = failed
+journalctl -u rest-server -p err --since "$since" --no-pager | grep "chown rest-server" >/dev/null
+chown rest-server:rest-server /var/lib/rest-server/.htpasswd
+systemctl reset-failed rest-server.service rest-server.socket
+systemctl start rest-server.socket
+restic -r rest:$URL/alice/vm snapshots -q
+'
+
 # A reboot: the guest shuts down as for any reboot, then qemu (-no-reboot) exits and is
 # started again on the same disk. A reset inside the running qemu would do the same, but
 # under TCG the kernel then runs ~10 times slower than after a cold start (seen here:
