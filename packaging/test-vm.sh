@@ -133,6 +133,9 @@ if [ "$(cat "$base/recipe" 2>/dev/null)" != "$recipe" ]; then
                 printf "%s" ":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F" \
                     >/proc/sys/fs/binfmt_misc/register
                 shift
+                # No mknod in a user namespace: debootstrap then checks the target and
+                # makes /dev as it does in an LXC container (bind mounts).
+                export container=lxc
                 exec chroot "$@"' _ "$fifo" "$root" "$@" &
             pid=$!
             while [ "$(readlink "/proc/$pid/ns/user")" = "$(readlink /proc/self/ns/user)" ]; do
