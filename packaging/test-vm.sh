@@ -5,8 +5,8 @@
 #
 #   packaging/test-vm.sh                 # amd64: build the .deb from dist/bin, boot, test
 #   packaging/test-vm.sh --deb FILE      # test this .deb instead
-#   packaging/test-vm.sh --arch arm64    # the arm64 .deb (not run yet: the rootfs needs
-#                                        # binfmt_misc, see packaging/README.md)
+#   packaging/test-vm.sh --arch arm64    # the arm64 .deb: install, start, restic round
+#                                        # trips (first run ~30 min: see packaging/README.md)
 #   packaging/test-vm.sh --keep          # leave the VM running at the end (ssh command shown)
 #
 # 1. A minimal Debian 12 root file system (debootstrap from the mirror apt already uses, with
