@@ -15,6 +15,7 @@ mod error;
 mod handler;
 mod http;
 mod lock;
+mod logging;
 mod metrics;
 mod modes;
 mod route;
@@ -51,11 +52,9 @@ fn main() -> ExitCode {
     } else {
         log::LevelFilter::Info
     };
-    // Only our own messages at debug level; the libraries' tracing is noise.
-    let logger = simple_logger::SimpleLogger::new()
-        .with_level(level.min(log::LevelFilter::Info))
-        .with_module_level("rest_server", level);
-    if logger.init().is_err() {
+    // Only our own messages at debug level; the libraries' tracing is noise. Lines carry
+    // their syslog priority when stderr is the journal (logging.rs).
+    if logging::init(level).is_err() {
         eprintln!("rest-server: cannot set up logging");
         return ExitCode::FAILURE;
     }

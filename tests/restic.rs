@@ -5,9 +5,33 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The restic to run: `$TEST_RESTIC` if set (CI also runs these tests with a current restic,
+/// see .ci/restic-new.sh), else `restic` from PATH (Debian 12's 0.14).
+fn restic_bin() -> String {
+    std::env::var("TEST_RESTIC")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "restic".into())
+}
+
+/// restic's minor version (0.MINOR.x), for commands that were renamed.
+fn restic_minor() -> u32 {
+    let out = Command::new(restic_bin())
+        .arg("version")
+        .output()
+        .expect("restic version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "restic 0.14.0 compiled with go1.19.8 on linux/amd64"
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read restic's version from {text:?}"))
+}
+
 /// Runs restic against `repo_url`; returns its output.
 fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> Output {
-    Command::new("restic")
+    Command::new(restic_bin())
         .args(args)
         .env("RESTIC_REPOSITORY", repo_url)
         .env("RESTIC_PASSWORD", "correct horse battery staple")
@@ -118,6 +142,17 @@ fn backup_check_restore_diff_forget_prune() {
     assert_eq!(ids.len(), 2, "{snaps}");
     let diff = ok(restic(dir.path(), &url, &["diff", ids[0], ids[1]]), "diff");
     assert!(diff.contains("f0.txt"), "{diff}");
+    let stats = ok(restic(dir.path(), &url, &["stats"]), "stats");
+    assert!(stats.contains("Total File Count"), "{stats}");
+    let ls = ok(restic(dir.path(), &url, &["ls", "latest"]), "ls");
+    assert!(ls.contains("/small/f199.txt"), "{ls}");
+    // Rewrites the index: lists, reads and deletes index files. `repair index` since 0.16.
+    let repair: &[&str] = if restic_minor() >= 16 {
+        &["repair", "index"]
+    } else {
+        &["rebuild-index"]
+    };
+    ok(restic(dir.path(), &url, repair), "repair index");
 
     ok(
         restic(dir.path(), &url, &["forget", "--keep-last", "1", "--prune"]),

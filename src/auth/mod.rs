@@ -83,12 +83,8 @@ pub(crate) struct Auth {
 impl Auth {
     /// Loads the htpasswd file at start-up. The error names the file and what to do.
     pub(crate) fn load(path: &Path) -> Result<Auth, String> {
-        let users = Watched::open(path).map_err(|e| {
-            format!(
-                "{e} (create it with `htpasswd -B -c {} USER`, or start with --no-auth)",
-                path.display()
-            )
-        })?;
+        let users =
+            Watched::open(path).map_err(|e| format!("{e}{}", crate::cmd::user::load_hint(path)))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         // Half the cores (at least one): a flood of logins from many addresses, which the
         // per-address back-off cannot stop, still leaves half the CPU to transfers.

@@ -65,8 +65,9 @@ Flags:
 
 NAME may contain letters, digits and @ . _ -. The password is asked twice on the terminal
 (without echo) for `add`. Other lines and comments of the file are kept; the file is
-replaced atomically with mode 0600 (group-read kept if the old file had it, and its owner
-and group when run as root). add and remove lock FILE.lock (created beside the file and left
+replaced atomically with mode 0600 (group-read kept if the old file had it); run as root,
+the file keeps its owner and group, and a new file gets those of its directory (so the
+server's user can read it). add and remove lock FILE.lock (created beside the file and left
 there) while they change the file, so concurrent commands do not lose changes. A running
 server picks up the change within 30 s, or at once on SIGHUP.
 ";
@@ -320,6 +321,95 @@ fn check(cmd: &UserCommand, name: &str) -> Result<bool, String> {
     }
 }
 
+/// What to do about an htpasswd file the server cannot load, appended to the error: how to
+/// create a missing one; for one it may not read, whose it is, its mode and the `chown` (or
+/// `chmod`) that lets this process read it; for a directory on the way that it may not enter,
+/// the same about that directory.
+pub(crate) fn load_hint(file: &Path) -> String {
+    let me = process_uid();
+    let who = |uid: u32| match name_of(Path::new("/etc/passwd"), uid) {
+        Some(n) => format!("{n} (uid {uid})"),
+        None => format!("uid {uid}"),
+    };
+    let fix = |path: &Path, m: &fs::Metadata, need: &str| {
+        let mode = m.mode() & 0o7777;
+        let group = match name_of(Path::new("/etc/group"), m.gid()) {
+            Some(n) => format!("{n} (gid {})", m.gid()),
+            None => format!("gid {}", m.gid()),
+        };
+        let what = if m.is_dir() { "directory" } else { "file" };
+        let mut text = format!(
+            "; the {what} {} is owned by {}, group {group}, mode {mode:04o}",
+            path.display(),
+            who(m.uid()),
+        );
+        match me {
+            Some(me) if me == m.uid() => text.push_str(&format!(
+                ", which does not let its owner {need} it: `chmod u+{} {}`",
+                if m.is_dir() { "rx" } else { "r" },
+                path.display()
+            )),
+            Some(me) => {
+                let user = name_of(Path::new("/etc/passwd"), me).unwrap_or_else(|| me.to_string());
+                text.push_str(&format!(
+                    ", and this server runs as {}, which may not {need} it: give it to that \
+                     user with `chown {user}: {}`",
+                    who(me),
+                    path.display()
+                ));
+            }
+            None => text.push_str(": make it readable for the server's user"),
+        }
+        text
+    };
+    match fs::metadata(file) {
+        Ok(m) => fix(file, &m, "read"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let how = match (file.file_name(), file.parent()) {
+                (Some(n), Some(dir)) if n == ".htpasswd" && !dir.as_os_str().is_empty() => {
+                    format!("--path {}", dir.display())
+                }
+                _ => format!("--htpasswd-file {}", file.display()),
+            };
+            format!(
+                " (create it with `rest-server user add {how} USER` or `htpasswd -B -c {} USER`, \
+                 or start with --no-auth)",
+                file.display()
+            )
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            // The deepest directory on the way that we can see but not enter.
+            let blocked = file
+                .ancestors()
+                .skip(1)
+                .filter(|d| !d.as_os_str().is_empty())
+                .find_map(|d| fs::metadata(d).ok().map(|m| (d, m)));
+            match blocked {
+                Some((d, m)) => fix(d, &m, "enter"),
+                None => String::new(),
+            }
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// The effective uid of this process: the owner of its `/proc/self` (no libc call, so no
+/// unsafe code; `ProtectProc=invisible` and `ProcSubset=pid` keep it visible).
+fn process_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The name of `id` in a passwd or group file (`name:x:id:...`).
+fn name_of(db: &Path, id: u32) -> Option<String> {
+    let text = fs::read_to_string(db).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let num: u32 = fields.nth(1)?.parse().ok()?;
+        (num == id).then(|| name.to_owned())
+    })
+}
+
 /// From stdin's first line (`--password-stdin`) or the terminal without echo; a new password
 /// (`confirm`) is asked twice and must fit bcrypt.
 fn read_password(cmd: &UserCommand, prompt: &str, confirm: bool) -> Result<String, String> {
@@ -414,6 +504,15 @@ fn dir_and_name(target: &Path) -> (PathBuf, String) {
     (dir, name)
 }
 
+/// Who should own the htpasswd file (and its lock file) that a command writes: the old file's
+/// owner and group, or for a new file those of its directory. `sudo rest-server user add
+/// --path /var/lib/rest-server alice` must leave a file that the service user (who owns the
+/// data directory) can read, not a root-owned one that stops the service from starting.
+fn owner_for(target: &Path, dir: &Path) -> Option<(u32, u32)> {
+    let m = fs::metadata(target).or_else(|_| fs::metadata(dir)).ok()?;
+    Some((m.uid(), m.gid()))
+}
+
 /// Takes the exclusive lock that serialises the read-modify-write of `file` among `user`
 /// commands (see the top of this file): `<file>.lock` beside the file a symlink points to, so
 /// commands that name it by different paths take the same lock. Held until the returned file
@@ -435,10 +534,10 @@ fn lock(file: &Path) -> Result<File, String> {
             _ => Err(e),
         });
     let f = opened.map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
-    if let Ok(m) = fs::metadata(&target) {
-        // Root editing the file of a server that runs as its own user: give it the lock file
-        // too, so that user can run `rest-server user` later. Others cannot chown: ignored.
-        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    // Root editing the file of a server that runs as its own user: give that user the lock
+    // file too, so it can run `rest-server user` later. Others cannot chown: ignored.
+    if let Some((uid, gid)) = owner_for(&target, &dir) {
+        let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
     }
     match f.try_lock() {
         Ok(()) => {}
@@ -473,10 +572,10 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
         .mode(mode)
         .open(&temp.0)?;
     crate::modes::restore_mode(&f, mode)?;
-    if let Some(m) = &old {
-        // Root editing the file of a server that runs as its own user: keep it the owner.
-        // Anyone else cannot chown, and owns the file they could replace anyway.
-        let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+    // Root editing the file of a server that runs as its own user: keep it the owner.
+    // Anyone else cannot chown, and owns the file they could replace anyway.
+    if let Some((uid, gid)) = owner_for(&target, &dir) {
+        let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
     }
     f.write_all(text.as_bytes())?;
     // fsync before rename, or a crash could leave an empty file in place of the users.

@@ -1,0 +1,99 @@
+//! Where the server's log lines go: stderr, as `simple_logger` writes them (UTC timestamp,
+//! level, module). Under systemd, stderr is usually a stream to the journal, which would store
+//! every line at the unit's default priority (info): an ERROR that stops the server would not
+//! show up in `journalctl -p err`. So when stderr is that stream, each line starts with its
+//! syslog priority instead (`<3>` ERROR, `<4>` WARN, `<6>` INFO, `<7>` DEBUG and TRACE, as
+//! sd-daemon(3) describes), which journald strips and stores as the line's priority; the
+//! journal stamps each line itself, so no timestamp then.
+//!
+//! systemd tells a service that stderr is the journal with `JOURNAL_STREAM=<dev>:<inode>` of
+//! that stream. The variable is inherited by children whose stderr may be something else (a
+//! shell started from the service, a redirect to a file), so it counts only if it names what
+//! file descriptor 2 really is.
+
+use std::io::Write as _;
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::MetadataExt as _;
+
+/// Sets up logging: `level` for this crate's messages, at most info for the libraries'.
+pub(crate) fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
+    let libraries = level.min(log::LevelFilter::Info);
+    if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        log::set_boxed_logger(Box::new(Journal { level, libraries }))?;
+        log::set_max_level(level);
+        Ok(())
+    } else {
+        simple_logger::SimpleLogger::new()
+            .with_level(libraries)
+            .with_module_level("rest_server", level)
+            .init()
+    }
+}
+
+/// Whether `journal_stream` (the value of `JOURNAL_STREAM`) is the device and inode of fd 2.
+fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // fstat(2) of a duplicate of fd 2: std only stats files it owns, and a dup is one.
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
+    }
+}
+
+/// Writes `<priority>LEVEL [module] message` lines to stderr.
+struct Journal {
+    level: log::LevelFilter,
+    libraries: log::LevelFilter,
+}
+
+impl log::Log for Journal {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        let target = metadata.target();
+        let ours = target == "rest_server" || target.starts_with("rest_server::");
+        metadata.level() <= if ours { self.level } else { self.libraries }
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => 3,
+            log::Level::Warn => 4,
+            log::Level::Info => 6,
+            log::Level::Debug | log::Level::Trace => 7,
+        };
+        // One write per line, so lines of different threads never mix.
+        let line = format!(
+            "<{priority}>{:<5} [{}] {}\n",
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(!stderr_is_journal(None));
+        assert!(!stderr_is_journal(Some("")));
+        assert!(!stderr_is_journal(Some("12")));
+        assert!(!stderr_is_journal(Some("a:b")));
+        assert!(!stderr_is_journal(Some("1:1")));
+    }
+}
