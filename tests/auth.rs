@@ -55,25 +55,6 @@ fn probe(s: &Server, user: &str, password: &str) -> u16 {
         .status
 }
 
-/// Runs `rest-server ARGS` with `stdin` as standard input: (exit code, stdout, stderr).
-fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A child that refuses its arguments exits without reading: a broken pipe is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn user_cmd(file: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut all = vec!["user"];
     all.extend_from_slice(args);

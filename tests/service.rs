@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{BIN, TempDir, wait_until};
+use common::{BIN, TempDir, cli_with_stdin, wait_until};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -28,23 +28,14 @@ fn is_root() -> bool {
 
 /// `rest-server user ARGS --path DIR` with `stdin`: (exit code, stdout, stderr).
 fn user_cmd(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("user")
-        .args(args)
-        .arg("--path")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let dir = dir.to_str().unwrap();
+    let all: Vec<&str> = ["user"]
+        .iter()
+        .chain(args)
+        .chain(&["--path", dir])
+        .copied()
+        .collect();
+    cli_with_stdin(&all, stdin)
 }
 
 fn owner_and_mode(p: &Path) -> (u32, u32, u32) {
