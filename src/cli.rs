@@ -1,9 +1,13 @@
-//! Command line -> validated [`Config`] (plain data), plus the `--help` and version texts.
+//! Command line -> validated [`Config`] (plain data), plus the `--help` and version texts,
+//! and the one lexer ([`lex`]) that the server and every subcommand parse with.
 //!
 //! Go's flag parser (pflag) accepts `--flag value`, `--flag=value` and, for booleans,
-//! `--flag=true|false`; existing systemd units use all three. pico-args cannot express
-//! `--no-auth=false`, so this is a small loop over one flag table instead; the same table
-//! drives the test that `--help` lists every flag.
+//! `--flag=true|false` (any `strconv.ParseBool` form); existing systemd units use all three.
+//! Each command describes itself as a [`Grammar`] (its flag table, short forms, whether it
+//! takes words); the same tables drive the tests that each `--help` lists every flag.
+//! `lexopt` was the alternative: its `optional_value()` handles `--flag=false`, but we would
+//! still need the tables (for the help tests and the "takes a value" decision), so the
+//! ~100-line lexer below stays smaller than lexopt plus glue, with no dependency.
 //!
 //! Nothing here opens a file, binds or logs: a bad command line must exit 2 before anything
 //! touches the disk.
@@ -184,13 +188,7 @@ pub(crate) enum Command {
     Version,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arity {
-    Bool,
-    Value,
-}
-
-/// Every long flag the parser accepts.
+/// Every long flag the server accepts.
 const FLAGS: &[(&str, Arity)] = &[
     ("path", Arity::Value),
     ("listen", Arity::Value),
@@ -219,9 +217,16 @@ const FLAGS: &[(&str, Arity)] = &[
     ("version", Arity::Bool),
 ];
 
+/// The server's command line: flags only.
+const SERVER: Grammar = Grammar {
+    command: "rest-server",
+    flags: FLAGS,
+    short: &[('h', "help"), ('V', "version")],
+    words: false,
+};
+
 /// Parses the arguments after the program name. The error is one line naming the problem.
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut given = FlagsGiven::default();
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
         return crate::cmd::user::parse(args).map(Command::User);
@@ -229,49 +234,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
     if args.next_if(|a| a == "access").is_some() {
         return parse_access(args);
     }
-    while let Some(arg) = args.next() {
-        let arg = utf8(arg)?;
-        let long = match arg.as_str() {
-            "-h" => "help",
-            "-V" => "version",
-            a => a.strip_prefix("--").ok_or_else(|| {
-                if a.starts_with('-') {
-                    format!("unknown flag {a:?} (see --help)")
-                } else {
-                    format!("unexpected argument {a:?}: rest-server takes only flags (see --help)")
-                }
-            })?,
-        };
-        let (name, inline) = match long.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_owned())),
-            None => (long, None),
-        };
-        let &(name, arity) = FLAGS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
-        match arity {
-            Arity::Bool => {
-                let on = match inline {
-                    None => true,
-                    Some(v) => go_bool(&v).ok_or_else(|| {
-                        format!("invalid value {v:?} for --{name}: expected true or false")
-                    })?,
-                };
-                given.bools.push((name, on));
-            }
-            Arity::Value => {
-                let v = match inline {
-                    Some(v) => v,
-                    None => utf8(
-                        args.next()
-                            .ok_or_else(|| format!("flag --{name} needs a value"))?,
-                    )?,
-                };
-                given.values.push((name, v));
-            }
-        }
-    }
+    let given = lex(args, &SERVER)?;
     let flag = |n: &str| given.flag(n);
     let value = |n: &str| given.value(n);
     if flag("help") {
@@ -281,16 +244,11 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         return Ok(Command::Version);
     }
 
-    let path = PathBuf::from(value("path").unwrap_or_else(|| DEFAULT_PATH.into()));
-    if path.as_os_str().is_empty() {
-        return Err("--path must not be empty".into());
-    }
+    let path = given.path("path")?.unwrap_or_else(|| DEFAULT_PATH.into());
     let listen = parse_listen(&value("listen").unwrap_or_else(|| DEFAULT_LISTEN.into()))?;
-    let htpasswd_file = match value("htpasswd-file") {
-        Some(f) if f.is_empty() => return Err("--htpasswd-file must not be empty".into()),
-        Some(f) => PathBuf::from(f),
-        None => path.join(".htpasswd"),
-    };
+    let htpasswd_file = given
+        .path("htpasswd-file")?
+        .unwrap_or_else(|| path.join(".htpasswd"));
     let max_size = match value("max-size") {
         None => None,
         Some(s) => match parse_size(&s) {
@@ -325,10 +283,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         proxy_auth_username,
         append_only: flag("append-only"),
         private_repos: flag("private-repos"),
-        access_file: match value("access-file") {
-            Some(f) if f.is_empty() => return Err("--access-file must not be empty".into()),
-            f => f.map(PathBuf::from),
-        },
+        access_file: given.path("access-file")?,
         max_size,
         verify_upload: !flag("no-verify-upload"),
         group_accessible: flag("group-accessible-repos"),
@@ -343,31 +298,23 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
 
 /// `access check USER REPO --access-file FILE` (flags and words in any order).
 fn parse_access(args: impl Iterator<Item = OsString>) -> Result<Command, String> {
-    let mut words = Vec::new();
-    let mut file = None;
-    let mut args = args.map(utf8);
-    while let Some(arg) = args.next() {
-        let arg = arg?;
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--access-file" => {
-                file = Some(args.next().ok_or("flag --access-file needs a value")??);
-            }
-            a if a.starts_with("--access-file=") => file = Some(a["--access-file=".len()..].into()),
-            a if a.starts_with('-') && a.len() > 1 => {
-                return Err(format!(
-                    "unknown flag {a:?} for rest-server access (see --help)"
-                ));
-            }
-            _ => words.push(arg),
-        }
+    const ACCESS: Grammar = Grammar {
+        command: "rest-server access",
+        flags: &[("access-file", Arity::Value), ("help", Arity::Bool)],
+        short: &[('h', "help")],
+        words: true,
+    };
+    let given = lex(args, &ACCESS)?;
+    if given.flag("help") {
+        return Ok(Command::Help);
     }
     let usage = "usage: rest-server access check USER REPO --access-file FILE";
-    let [verb, user, repo] = <[String; 3]>::try_from(words).map_err(|_| usage)?;
+    let file = given.value("access-file").filter(|f| !f.is_empty());
+    let [verb, user, repo] = <[String; 3]>::try_from(given.words).map_err(|_| usage)?;
     if verb != "check" {
         return Err(format!("unknown action {verb:?}: {usage}"));
     }
-    let file = file.filter(|f| !f.is_empty()).ok_or(usage)?;
+    let file = file.ok_or(usage)?;
     Ok(Command::AccessCheck {
         file: file.into(),
         user,
@@ -377,18 +324,12 @@ fn parse_access(args: impl Iterator<Item = OsString>) -> Result<Command, String>
 
 /// The TLS flags: either `--tls` is on and they are consistent, or none but `--tls=false`
 /// is given (a certificate flag without `--tls` is a mistake the Go server refuses too).
-fn parse_tls(path: &std::path::Path, given: &FlagsGiven) -> Result<Option<TlsConfig>, String> {
+fn parse_tls(path: &std::path::Path, given: &Lexed) -> Result<Option<TlsConfig>, String> {
     let flag = |n: &str| given.flag(n);
-    let value = |n: &str| given.value(n);
-    let values = &given.values;
-    let hostnames: Vec<String> = values
-        .iter()
-        .filter(|(f, _)| *f == "tls-hostname")
-        .map(|(_, v)| v.clone())
-        .collect();
+    let hostnames = given.values("tls-hostname");
     let companion = ["tls-cert", "tls-key", "tls-min-ver", "tls-hostname"]
         .into_iter()
-        .find(|n| values.iter().any(|(f, _)| f == n))
+        .find(|n| given.has_value(n))
         .or(["tls-generate-cert", "tls-prefer-chacha20"]
             .into_iter()
             .find(|n| flag(n)));
@@ -403,12 +344,10 @@ fn parse_tls(path: &std::path::Path, given: &FlagsGiven) -> Result<Option<TlsCon
             "--tls: this rest-server was built without TLS support (cargo feature \"tls\")".into(),
         );
     }
-    let file = |n: &str, default: &str| match value(n) {
-        Some(f) if f.is_empty() => Err(format!("--{n} must not be empty")),
-        Some(f) => Ok(PathBuf::from(f)),
-        None => Ok(path.join(default)),
+    let file = |n: &str, default: &str| -> Result<PathBuf, String> {
+        Ok(given.path(n)?.unwrap_or_else(|| path.join(default)))
     };
-    let min_version = match value("tls-min-ver").as_deref() {
+    let min_version = match given.value("tls-min-ver").as_deref() {
         None | Some("1.2") => TlsVersion::V1_2,
         Some("1.3") => TlsVersion::V1_3,
         Some(v) => {
@@ -455,16 +394,40 @@ fn is_cert_name(h: &str) -> bool {
         })
 }
 
-/// The flags as given, in order.
-#[derive(Default)]
-struct FlagsGiven {
-    bools: Vec<(&'static str, bool)>,
-    values: Vec<(&'static str, String)>,
+/// Whether a long flag takes a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arity {
+    /// `--flag`, `--flag=true`, `--flag=false` (any form Go's `strconv.ParseBool` takes).
+    Bool,
+    /// `--flag VALUE` or `--flag=VALUE`.
+    Value,
 }
 
-impl FlagsGiven {
-    /// Like Go, a repeated flag takes its last value.
-    fn flag(&self, name: &str) -> bool {
+/// What one command accepts: the server and every subcommand have one of these, and
+/// [`lex`] is the only code that walks a command line.
+pub(crate) struct Grammar {
+    /// How the command is typed (`rest-server user`); error messages point to its `--help`.
+    pub command: &'static str,
+    /// Every long flag, without the dashes.
+    pub flags: &'static [(&'static str, Arity)],
+    /// Short forms, e.g. `('h', "help")`.
+    pub short: &'static [(char, &'static str)],
+    /// Whether plain words may appear (between flags, in any order). The server takes none.
+    pub words: bool,
+}
+
+/// A command line as given: the flags in order (Go semantics: a repeated flag takes its last
+/// value) and the words among them.
+#[derive(Debug, Default)]
+pub(crate) struct Lexed {
+    bools: Vec<(&'static str, bool)>,
+    values: Vec<(&'static str, String)>,
+    pub words: Vec<String>,
+}
+
+impl Lexed {
+    /// A boolean flag's last value, false if absent.
+    pub(crate) fn flag(&self, name: &str) -> bool {
         self.bools
             .iter()
             .rev()
@@ -472,13 +435,98 @@ impl FlagsGiven {
             .is_some_and(|b| b.1)
     }
 
-    fn value(&self, name: &str) -> Option<String> {
+    /// A value flag's last value.
+    pub(crate) fn value(&self, name: &str) -> Option<String> {
         self.values
             .iter()
             .rev()
             .find(|(f, _)| *f == name)
             .map(|v| v.1.clone())
     }
+
+    /// Every value of a flag that may repeat, in order.
+    pub(crate) fn values(&self, name: &str) -> Vec<String> {
+        self.values
+            .iter()
+            .filter(|(f, _)| *f == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Whether a value flag appears at all.
+    pub(crate) fn has_value(&self, name: &str) -> bool {
+        self.values.iter().any(|(f, _)| *f == name)
+    }
+
+    /// A file or directory flag: absent is `None`, empty is an error.
+    pub(crate) fn path(&self, name: &str) -> Result<Option<PathBuf>, String> {
+        match self.value(name) {
+            Some(v) if v.is_empty() => Err(format!("--{name} must not be empty")),
+            v => Ok(v.map(PathBuf::from)),
+        }
+    }
+}
+
+/// Splits a command line into flags and words by `grammar`. The error is one line naming
+/// the problem.
+pub(crate) fn lex(
+    args: impl IntoIterator<Item = OsString>,
+    grammar: &Grammar,
+) -> Result<Lexed, String> {
+    let mut lexed = Lexed::default();
+    let mut args = args.into_iter();
+    let unknown = |a: &str| format!("unknown flag {a:?} (see {} --help)", grammar.command);
+    while let Some(arg) = args.next() {
+        let arg = utf8(arg)?;
+        let (long, inline) = if let Some(long) = arg.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (long, None),
+            }
+        } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let mut chars = short.chars();
+            let long = match (chars.next(), chars.next()) {
+                (Some(c), None) => grammar.short.iter().find(|(s, _)| *s == c).map(|s| s.1),
+                _ => None,
+            };
+            (long.ok_or_else(|| unknown(&arg))?, None)
+        } else if grammar.words {
+            lexed.words.push(arg);
+            continue;
+        } else {
+            return Err(format!(
+                "unexpected argument {arg:?}: {} takes only flags (see --help)",
+                grammar.command
+            ));
+        };
+        let &(name, arity) = grammar
+            .flags
+            .iter()
+            .find(|(n, _)| *n == long)
+            .ok_or_else(|| unknown(&arg))?;
+        match arity {
+            Arity::Bool => {
+                let on = match inline {
+                    None => true,
+                    Some(v) => go_bool(&v).ok_or_else(|| {
+                        format!("invalid value {v:?} for --{name}: expected true or false")
+                    })?,
+                };
+                lexed.bools.push((name, on));
+            }
+            Arity::Value => {
+                let v = match inline {
+                    Some(v) => v,
+                    None => utf8(
+                        args.next()
+                            .ok_or_else(|| format!("flag --{name} needs a value"))?,
+                    )?,
+                };
+                lexed.values.push((name, v));
+            }
+        }
+    }
+    Ok(lexed)
 }
 
 fn utf8(arg: OsString) -> Result<String, String> {
@@ -717,6 +765,38 @@ mod tests {
         for bad in ["", "-a", "a..b", "a_b", "a/b", "*", "*.", "a b", ".a"] {
             assert!(!is_cert_name(bad), "{bad}");
         }
+    }
+
+    /// One lexer: the same flag forms and errors for the server and every subcommand.
+    #[test]
+    fn one_lexer_for_every_command() {
+        const T: Grammar = Grammar {
+            command: "rest-server t",
+            flags: &[("on", Arity::Bool), ("file", Arity::Value)],
+            short: &[('h', "on")],
+            words: true,
+        };
+        let lexed = |a: &[&str]| lex(a.iter().map(OsString::from), &T);
+        let l = lexed(&["w1", "--on=F", "--file", "a", "w2", "--file=b", "-h"]).unwrap();
+        assert!(l.flag("on"), "last value wins");
+        assert_eq!(l.value("file").as_deref(), Some("b"));
+        assert_eq!(l.values("file"), ["a", "b"]);
+        assert_eq!(l.words, ["w1", "w2"]);
+        assert!(!lexed(&["--on=False"]).unwrap().flag("on"));
+        assert_eq!(lexed(&["-"]).unwrap().words, ["-"]);
+        assert!(lexed(&["--file="]).unwrap().path("file").is_err());
+        for (args, needle) in [
+            (&["--on=yes"][..], "invalid value \"yes\" for --on"),
+            (&["--file"], "flag --file needs a value"),
+            (&["-x"], "unknown flag \"-x\" (see rest-server t --help)"),
+            (&["-hh"], "unknown flag \"-hh\""),
+            (&["--nope=1"], "unknown flag \"--nope=1\""),
+        ] {
+            let e = lexed(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+        let e = serve(&["word"]).unwrap_err();
+        assert!(e.contains("takes only flags"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! password prompt holds up no other.
 
 use crate::auth::htpasswd::{self, Hash};
-use crate::cli::DEFAULT_PATH;
+use crate::cli::{self, Arity, DEFAULT_PATH, Grammar};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, Write};
@@ -89,77 +89,36 @@ pub(crate) struct UserCommand {
     pub password_stdin: bool,
 }
 
-/// Flags `user` accepts (the help test checks each is documented).
-const FLAGS: &[&str] = &["path", "htpasswd-file", "cost", "password-stdin", "help"];
+/// What `user` accepts (the help test checks each flag is documented).
+const USER: Grammar = Grammar {
+    command: "rest-server user",
+    flags: &[
+        ("path", Arity::Value),
+        ("htpasswd-file", Arity::Value),
+        ("cost", Arity::Value),
+        ("password-stdin", Arity::Bool),
+        ("help", Arity::Bool),
+    ],
+    short: &[('h', "help")],
+    words: true,
+};
 
 /// Parses the arguments after `user`. The error is one line naming the problem.
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<UserCommand, String> {
-    let mut words = Vec::new();
-    let (mut path, mut file, mut cost, mut password_stdin, mut help) =
-        (None, None, DEFAULT_COST, false, false);
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
-        let Some(long) = arg.strip_prefix("--") else {
-            if arg == "-h" {
-                help = true;
-            } else if arg.starts_with('-') && arg.len() > 1 {
-                return Err(format!(
-                    "unknown flag {arg:?} (see rest-server user --help)"
-                ));
-            } else {
-                words.push(arg);
-            }
-            continue;
-        };
-        let (name, inline) = match long.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_owned())),
-            None => (long, None),
-        };
-        if !FLAGS.contains(&name) {
-            return Err(format!(
-                "unknown flag --{name} (see rest-server user --help)"
-            ));
-        }
-        if matches!(name, "password-stdin" | "help") {
-            let on = match inline.as_deref() {
-                None | Some("true") => true,
-                Some("false") => false,
-                Some(v) => return Err(format!("invalid value {v:?} for --{name}")),
-            };
-            if name == "help" {
-                help = on;
-            } else {
-                password_stdin = on;
-            }
-            continue;
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => args
-                .next()
-                .and_then(|v| v.into_string().ok())
-                .ok_or_else(|| format!("flag --{name} needs a value"))?,
-        };
-        if value.is_empty() {
-            return Err(format!("--{name} must not be empty"));
-        }
-        match name {
-            "path" => path = Some(PathBuf::from(value)),
-            "htpasswd-file" => file = Some(PathBuf::from(value)),
-            _ => {
-                cost = value
-                    .parse()
-                    .ok()
-                    .filter(|c| COSTS.contains(c))
-                    .ok_or_else(|| {
-                        format!("invalid value {value:?} for --cost: expected 4 to 31")
-                    })?;
-            }
-        }
-    }
+    let given = cli::lex(args, &USER)?;
+    let help = given.flag("help");
+    let password_stdin = given.flag("password-stdin");
+    let cost = match given.value("cost") {
+        None => DEFAULT_COST,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|c| COSTS.contains(c))
+            .ok_or_else(|| format!("invalid value {v:?} for --cost: expected 4 to 31"))?,
+    };
+    let path = given.path("path")?;
+    let file = given.path("htpasswd-file")?;
+    let words = given.words;
     let file = file.unwrap_or_else(|| {
         path.unwrap_or_else(|| DEFAULT_PATH.into())
             .join(".htpasswd")
@@ -654,7 +613,7 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag() {
-        for name in FLAGS {
+        for (name, _) in USER.flags {
             assert!(
                 USER_HELP.contains(&format!("--{name}")),
                 "user --help misses --{name}"
