@@ -30,12 +30,10 @@
 
 use crate::auth::htpasswd::valid_username;
 use crate::cli::parse_size;
+use crate::storage::names::{MAX_REPO_DEPTH, RepoPath, valid_segment};
 use crate::watch::Load;
 use std::fmt;
 use std::path::Path;
-
-/// The most a pattern can match: the Go server's repo paths have at most two segments.
-const MAX_REPO_DEPTH: usize = 2;
 
 /// What a user may do to a repository; each includes the ones before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -206,7 +204,7 @@ impl Rules {
                     let rule = QuotaRule { line, limit };
                     let earlier = match left {
                         "*" => rules.default_quota.replace(rule),
-                        name if valid_segment(name) => {
+                        name if literal_segment(name) => {
                             match rules.quotas.iter().find(|(n, _)| n == name) {
                                 Some((_, q)) => Some(*q),
                                 None => {
@@ -299,8 +297,10 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '*'])
+/// A literal segment of a pattern or quota name: a repository path segment that is not a
+/// wildcard.
+fn literal_segment(s: &str) -> bool {
+    !s.contains('*') && valid_segment(s)
 }
 
 fn parse_pattern(s: &str) -> Result<Vec<Seg>, String> {
@@ -318,7 +318,7 @@ fn parse_pattern(s: &str) -> Result<Vec<Seg>, String> {
             "**" if i + 1 == parts.len() => Seg::Rest,
             "**" => return Err(format!("in pattern {s:?}: ** may only come last")),
             "*" => Seg::One,
-            name if valid_segment(name) => Seg::Name(name.to_owned()),
+            name if literal_segment(name) => Seg::Name(name.to_owned()),
             "" => return Err(format!("in pattern {s:?}: empty segment (//)")),
             name if name.contains('*') => {
                 return Err(format!(
@@ -462,12 +462,12 @@ pub(crate) fn split_repo(s: &str) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     }
     let parts: Vec<String> = trimmed.split('/').map(str::to_owned).collect();
-    if parts.len() > MAX_REPO_DEPTH || !parts.iter().all(|p| valid_segment(p)) {
-        return Err(format!(
+    match RepoPath::new(parts) {
+        Some(repo) => Ok(repo.segments().to_vec()),
+        None => Err(format!(
             "invalid repository {s:?}: expected up to {MAX_REPO_DEPTH} names such as alice/laptop, or /"
-        ));
+        )),
     }
-    Ok(parts)
 }
 
 #[cfg(test)]

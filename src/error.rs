@@ -28,7 +28,7 @@ pub(crate) enum Error {
     HashMismatch,
     /// `Range` start beyond the end; carries the object size for `Content-Range: bytes */size`.
     RangeNotSatisfiable(u64),
-    /// `--max-size` would be exceeded.
+    /// A quota would be exceeded: `--max-size`, or the access file's limit for the segment.
     QuotaExceeded,
     /// ENOSPC or EDQUOT from the file system.
     StorageFull(io::Error),

@@ -4,23 +4,21 @@
 //! before a request exists, such as a malformed head, hyper answers itself: see server.rs.)
 
 use crate::access::{Right, Rules};
-use crate::accesslog::{AccessLog, LogLine, escape};
-use crate::auth::{self, Auth, Verdict};
-use crate::cli::{Config, LogTarget};
+use crate::accesslog::{LogLine, escape};
+use crate::app::{AuthMode, State};
+use crate::auth::{self, Verdict};
 use crate::error::Error;
 use crate::http::body::{Body, Response};
 use crate::http::{Range, parse_basic, parse_range, query_value, status_response};
-use crate::metrics::{self, BlobOp, Metrics, ProcessStats, Rejected};
-use crate::route::{self, Kind, Op, RepoFile, RepoPath, Route};
-use crate::storage::quota::{Quota, SegmentLimit};
+use crate::metrics::{self, BlobOp, ProcessStats, Rejected};
+use crate::route::{self, Op, Route};
+use crate::storage::names::{Kind, RepoFile, RepoPath};
+use crate::storage::quota::SegmentLimit;
 use crate::storage::repo::{Occupant, Repos};
-use crate::storage::upload::{self, Stored, TempObject, Turns};
-use crate::watch::Watched;
+use crate::storage::upload::{self, Stored, TempObject};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
@@ -30,101 +28,6 @@ pub(crate) type Request = hyper::Request<Incoming>;
 
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
 const METRICS_USER: &str = "metrics";
-
-/// Who may do anything at all.
-#[derive(Debug)]
-pub(crate) enum AuthMode {
-    /// `--no-auth`.
-    Anonymous,
-    /// `--proxy-auth-username HEADER`: a trusted reverse proxy names the user.
-    ProxyHeader(String),
-    /// HTTP Basic against the htpasswd file (boxed: users, cache and back-off table make it
-    /// ten times the size of the other variants).
-    Htpasswd(Box<Auth>),
-}
-
-/// Everything a request may need; built once at start-up and shared by reference.
-#[derive(Debug)]
-pub(crate) struct State {
-    pub repos: Repos,
-    pub authn: AuthMode,
-    pub append_only: bool,
-    pub private_repos: bool,
-    /// `--access-file`: rights per user and repo, quotas per first path segment.
-    pub access: Option<Watched<Rules>>,
-    pub verify_upload: bool,
-    /// `--max-size` or `--access-file`: usage is counted.
-    pub quota: Option<Arc<Quota>>,
-    pub access_log: Option<AccessLog>,
-    /// `--prometheus`: counters, and `/metrics` is routed.
-    pub metrics: Option<Metrics>,
-    /// `--prometheus-no-auth`: `/metrics` needs no credentials.
-    pub metrics_no_auth: bool,
-    /// Turns to write a chunk of an upload (`storage/upload.rs`).
-    pub uploads: Turns,
-    /// Requests between "head parsed" and "response written"; shutdown waits for zero.
-    pub in_flight: AtomicUsize,
-    /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
-    pub stopping: AtomicBool,
-}
-
-impl State {
-    /// Builds the state from a validated config. Errors name the file and the problem.
-    pub(crate) fn new(cfg: &Config) -> Result<State, String> {
-        let authn = if cfg.no_auth {
-            AuthMode::Anonymous
-        } else if let Some(header) = &cfg.proxy_auth_username {
-            AuthMode::ProxyHeader(header.clone())
-        } else {
-            AuthMode::Htpasswd(Box::new(Auth::load(&cfg.htpasswd_file)?))
-        };
-        let access_log = match &cfg.log {
-            None => None,
-            Some(target) => {
-                let path = match target {
-                    LogTarget::Stdout => None,
-                    LogTarget::File(p) => Some(p.clone()),
-                };
-                let log = AccessLog::open(path.clone()).map_err(|e| {
-                    let name = path.map_or("standard output".into(), |p| p.display().to_string());
-                    format!("cannot open access log {name}: {e}")
-                })?;
-                Some(log)
-            }
-        };
-        let access = cfg.access_file.as_deref().map(Watched::open).transpose()?;
-        let quota = (cfg.max_size.is_some() || access.is_some())
-            .then(|| Quota::new(cfg.max_size, access.is_some()));
-        Ok(State {
-            repos: Repos::new(cfg.path.clone(), cfg.group_accessible),
-            authn,
-            append_only: cfg.append_only,
-            private_repos: cfg.private_repos,
-            access,
-            verify_upload: cfg.verify_upload,
-            quota,
-            access_log,
-            metrics: cfg.prometheus.then(Metrics::new),
-            metrics_no_auth: cfg.prometheus_no_auth,
-            uploads: Turns::new(upload::MAX_WRITERS),
-            in_flight: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-        })
-    }
-
-    /// SIGHUP: re-read what can change under a running server.
-    pub(crate) fn reload(&self) {
-        if let AuthMode::Htpasswd(auth) = &self.authn {
-            auth.reload();
-        }
-        if let Some(access) = &self.access {
-            access.reload();
-        }
-        if let Some(log) = &self.access_log {
-            log.reopen();
-        }
-    }
-}
 
 /// Handles one request; never fails (a failure is a response).
 pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response {
@@ -161,8 +64,7 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     });
     // A refused upload's body is never read: closing (after the answer) is cheaper than
     // swallowing gigabytes to reach the next request.
-    if (has_body && !res.status().is_success()) || malformed || st.stopping.load(Ordering::Relaxed)
-    {
+    if (has_body && !res.status().is_success()) || malformed {
         set(&mut res, header::CONNECTION, "close");
     }
     // Body bytes sent: a HEAD answer's Content-Length is never sent.
@@ -357,7 +259,10 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
     let quota = st.quota.as_ref().map(|q| {
         let mut report = q.report();
         if let Some(access) = &st.access {
-            report.add_limits(&access.get());
+            let rules = access.get();
+            report.add_limits(rules.named_quotas(), |name| {
+                rules.quota(name).and_then(|q| q.limit)
+            });
         }
         report
     });

@@ -41,7 +41,7 @@
 //! formatting happen at scrape time on a copy taken under the lock (~0.4 ms for 50 sets).
 
 use crate::lock::Lock as _;
-use crate::route::Kind;
+use crate::storage::names::Kind;
 use crate::storage::quota::Usage;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -68,7 +68,7 @@ pub(crate) enum BlobOp {
 pub(crate) enum Rejected {
     /// The body did not hash to its id (400).
     HashMismatch,
-    /// `--max-size` would be exceeded (507).
+    /// A quota would be exceeded, `--max-size` or the access file's (507).
     Quota,
     /// The object or config is already there (403).
     Exists,

@@ -9,84 +9,7 @@
 //! unresolved and are refused the same way.
 
 use crate::error::Error;
-
-/// Repo path depth the Go server allows (`/user/repo/`).
-const MAX_REPO_DEPTH: usize = 2;
-
-/// The five object directories of a restic repository.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Data,
-    Index,
-    Keys,
-    Locks,
-    Snapshots,
-}
-
-impl Kind {
-    pub(crate) const ALL: [Kind; 5] = [
-        Kind::Data,
-        Kind::Index,
-        Kind::Keys,
-        Kind::Locks,
-        Kind::Snapshots,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Kind::Data => "data",
-            Kind::Index => "index",
-            Kind::Keys => "keys",
-            Kind::Locks => "locks",
-            Kind::Snapshots => "snapshots",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-/// 0 to 2 validated path segments naming a repository below `--path`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RepoPath(Vec<String>);
-
-impl RepoPath {
-    pub(crate) fn segments(&self) -> &[String] {
-        &self.0
-    }
-
-    /// The repo path as the Go server names it in metrics: segments joined by `/`.
-    pub(crate) fn joined(&self) -> String {
-        self.0.join("/")
-    }
-}
-
-/// A restic object id: exactly 64 lowercase hex characters.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ObjectId(String);
-
-impl ObjectId {
-    pub(crate) fn parse(s: &str) -> Option<ObjectId> {
-        ObjectId::is_valid(s).then(|| ObjectId(s.to_owned()))
-    }
-
-    /// Whether `s` is an id: 64 lowercase hex digits.
-    pub(crate) fn is_valid(s: &str) -> bool {
-        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A single file of a repository: its config, or an object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RepoFile {
-    Config,
-    Object(Kind, ObjectId),
-}
+use crate::storage::names::{Kind, MAX_REPO_DEPTH, ObjectId, RepoFile, RepoPath};
 
 /// What a path names inside a repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,9 +61,7 @@ pub(crate) fn parse(method: &str, path: &str, metrics: bool) -> Result<Route, Er
         .take_while(|p| !p.is_empty() && p.as_str() != "config" && Kind::parse(p).is_none())
         .count();
     let (repo, remainder) = parts.split_at(depth);
-    if !repo.iter().all(|s| valid_segment(s)) {
-        return Err(Error::NotFound);
-    }
+    let repo = RepoPath::new(repo.to_vec()).ok_or(Error::NotFound)?;
     let target = match remainder {
         [] | [_] if remainder.first().is_none_or(|s| s.is_empty()) => Target::Repo,
         [name] if name == "config" => Target::RepoFile(RepoFile::Config),
@@ -167,7 +88,6 @@ pub(crate) fn parse(method: &str, path: &str, metrics: bool) -> Result<Route, Er
         (Target::RepoFile(f), "DELETE") => Op::Delete(f),
         (Target::RepoFile(_), _) => return Err(Error::MethodNotAllowed("HEAD, GET, POST, DELETE")),
     };
-    let repo = RepoPath(repo.to_vec());
     Ok(Route::Repo { repo, op })
 }
 
@@ -190,12 +110,6 @@ fn decode_segment(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A repo segment must name exactly one directory entry below its parent. A backslash is
-/// refused too: it separates paths on other systems, and no restic client sends one.
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\\'])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,13 +118,13 @@ mod tests {
 
     fn repo(method: &str, path: &str) -> Result<(Vec<String>, Op), Error> {
         match parse(method, path, true)? {
-            Route::Repo { repo, op } => Ok((repo.0, op)),
+            Route::Repo { repo, op } => Ok((repo.segments().to_vec(), op)),
             Route::Metrics => panic!("metrics"),
         }
     }
 
     fn obj(kind: Kind) -> RepoFile {
-        RepoFile::Object(kind, ObjectId(ID.into()))
+        RepoFile::Object(kind, ObjectId::parse(ID).unwrap())
     }
 
     fn not_found(path: &str) {

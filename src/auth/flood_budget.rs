@@ -3,6 +3,10 @@
 //! one core. The per-address back-off (`auth/per_address.rs`) cannot stop such a flood: each address
 //! guesses once, and its first guess is a real bcrypt.
 //!
+//! Who goes through it: every slow check (a bcrypt or sha-crypt line), and a login as a user
+//! the file does not have. That one has no hash to run and adds no debt, but is admitted the
+//! same way (`auth/mod.rs` `pretend`), so a 429 does not tell which names exist.
+//!
 //! What is counted: the time spent hashing passwords that turned out *wrong*, as a debt that
 //! is paid back at [`RATE`] (a tenth of one core: 0.1 s of hashing per second). While the debt
 //! is at most [`ALLOWANCE`] (less than one bcrypt check), nothing changes: every check runs

@@ -1,18 +1,20 @@
 //! Listeners (TCP, `unix:`, systemd's `LISTEN_FDS`), one task per connection on our own
 //! multi-threaded executor, the TLS handshake inside that task, hyper's HTTP/1.1 codec with
-//! our limits, I/O timeouts, the in-flight count, signals and graceful shutdown. Knows
-//! nothing of restic paths or users: each request goes to `handler::handle`.
+//! our limits, I/O timeouts, the in-flight count, signals and graceful shutdown (the
+//! server's own lifecycle, kept here). Knows nothing of restic paths or users: each request
+//! goes to `handler::handle`.
 //!
 //! hyper frames the requests (docs/http.md): pipelined requests are answered in order, a
 //! body is never taken for a request, ambiguous lengths are refused; a malformed or oversized
 //! head gets hyper's 400 or 431 and the connection closes.
 
+use crate::app::State;
 use crate::cli::{Config, Listen};
-use crate::handler::{self, State};
+use crate::handler;
 use crate::http::body::Body;
 use async_signal::{Signal, Signals};
 use hyper::body::{Bytes, Frame, SizeHint};
-use hyper::header::CONNECTION;
+use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -28,7 +30,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -131,6 +133,11 @@ pub(crate) fn check_listen(listen: &Listen) -> Result<(), String> {
 /// Runs the server until SIGINT/SIGTERM. The executor runs on one thread per core (this one
 /// included), so uploads hash in parallel.
 pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Result<(), String> {
+    let server = Arc::new(Server {
+        state,
+        in_flight: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = Arc::new(Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
@@ -143,7 +150,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
         })
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot start worker threads: {e}"))?;
-    let result = smol::block_on(ex.run(serve(ex.clone(), cfg, state, tls)));
+    let result = smol::block_on(ex.run(serve(ex.clone(), cfg, server, tls)));
     drop(stop);
     for w in workers {
         let _ = w.join();
@@ -154,10 +161,20 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
     result
 }
 
+/// What the connections share: the application's state, and the server's own bookkeeping
+/// of its lifecycle.
+struct Server {
+    state: Arc<State>,
+    /// Requests between "head parsed" and "response written"; shutdown waits for zero.
+    in_flight: AtomicUsize,
+    /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
+    stopping: AtomicBool,
+}
+
 async fn serve(
     ex: Arc<Executor<'static>>,
     cfg: &Config,
-    state: Arc<State>,
+    server: Arc<Server>,
     tls: Option<Arc<Tls>>,
 ) -> Result<(), String> {
     // Handlers first: "start server on" tells systemd and scripts we are up, and a SIGHUP
@@ -165,21 +182,6 @@ async fn serve(
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = bind(&cfg.listen)?;
-    if let Some(q) = state.quota.clone() {
-        let root = state.repos.root().to_owned();
-        smol::unblock(move || {
-            let t = Instant::now();
-            let used = q.tally(&root);
-            let ms = t.elapsed().as_millis();
-            match q.limit() {
-                Some(limit) => {
-                    log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)")
-                }
-                None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
-            }
-        })
-        .detach();
-    }
 
     enum Event {
         Tcp(io::Result<(smol::net::TcpStream, std::net::SocketAddr)>),
@@ -199,16 +201,16 @@ async fn serve(
         match event {
             Event::Tcp(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
-                spawn(&ex, stream, peer.ip().to_string(), &state, &tls);
+                spawn(&ex, stream, peer.ip().to_string(), &server, &tls);
             }
-            Event::Unix(Ok(stream)) => spawn(&ex, stream, "unix".into(), &state, &tls),
+            Event::Unix(Ok(stream)) => spawn(&ex, stream, "unix".into(), &server, &tls),
             Event::Tcp(Err(e)) | Event::Unix(Err(e)) => {
                 log::warn!("accept failed: {e}");
                 Timer::after(ACCEPT_BACKOFF).await;
             }
             Event::Signal(Some(Ok(Signal::Hup))) => {
                 log::info!("SIGHUP: reloading");
-                state.reload();
+                server.state.reload();
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &tls {
                     tls.reload();
@@ -229,9 +231,9 @@ async fn serve(
         ours.remove();
     }
     drop(listener);
-    state.stopping.store(true, Ordering::Relaxed);
+    server.stopping.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while state.in_flight.load(Ordering::Relaxed) > 0 {
+    while server.in_flight.load(Ordering::Relaxed) > 0 {
         if Instant::now() >= deadline {
             log::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: exiting anyway");
             break;
@@ -306,26 +308,26 @@ fn spawn<S>(
     ex: &Executor<'static>,
     stream: S,
     peer: String,
-    state: &Arc<State>,
+    server: &Arc<Server>,
     tls: &Option<Arc<Tls>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        ex.spawn(tls_connection(tls.clone(), stream, peer, state.clone()))
+        ex.spawn(tls_connection(tls.clone(), stream, peer, server.clone()))
             .detach();
         return;
     }
     #[cfg(not(feature = "tls"))]
     let _ = tls;
-    ex.spawn(connection(stream, peer, state.clone(), true))
+    ex.spawn(connection(stream, peer, server.clone(), true))
         .detach();
 }
 
 /// Completes the TLS handshake (bounded by `HANDSHAKE_TIMEOUT`), then serves as usual.
 #[cfg(feature = "tls")]
-async fn tls_connection<S>(tls: Arc<Tls>, stream: S, peer: String, state: Arc<State>)
+async fn tls_connection<S>(tls: Arc<Tls>, stream: S, peer: String, server: Arc<Server>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -338,7 +340,7 @@ where
         Some(Ok(stream)) => {
             log::debug!("TLS connection from {peer}: {}", stream.describe());
             // One TLS record per write: hyper gathers each response into one buffer.
-            connection(stream, peer, state, false).await;
+            connection(stream, peer, server, false).await;
         }
         Some(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
         None => log::debug!("TLS handshake with {peer}: no handshake within {HANDSHAKE_TIMEOUT:?}"),
@@ -347,7 +349,7 @@ where
 
 /// Serves one connection: requests one after another (pipelined ones in order) until the
 /// client or we close it. `writev`: the stream takes vectored writes well (a socket, not TLS).
-async fn connection<S>(stream: S, peer: String, state: Arc<State>, writev: bool)
+async fn connection<S>(stream: S, peer: String, server: Arc<Server>, writev: bool)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -356,12 +358,16 @@ where
     let refused_body = Arc::new(AtomicBool::new(false));
     let peer: Arc<str> = peer.into();
     let service = {
-        let (state, peer, refused_body) = (state.clone(), peer.clone(), refused_body.clone());
+        let (server, peer, refused_body) = (server.clone(), peer.clone(), refused_body.clone());
         hyper::service::service_fn(move |req| {
-            let (state, peer, refused_body) = (state.clone(), peer.clone(), refused_body.clone());
-            let in_flight = InFlight::new(state.clone());
+            let (server, peer, refused_body) = (server.clone(), peer.clone(), refused_body.clone());
+            let in_flight = InFlight::new(server.clone());
             async move {
-                let res = handler::handle(&state, &peer, req).await;
+                let mut res = handler::handle(&server.state, &peer, req).await;
+                if server.stopping.load(Ordering::Relaxed) {
+                    res.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 if res.headers().get(CONNECTION).is_some_and(|v| v == "close") {
                     refused_body.store(true, Ordering::Relaxed);
                 }
@@ -398,12 +404,12 @@ where
 
 /// Counts a request as in flight (shutdown waits for none) from its head until its answer
 /// is sent or abandoned.
-struct InFlight(Arc<State>);
+struct InFlight(Arc<Server>);
 
 impl InFlight {
-    fn new(state: Arc<State>) -> InFlight {
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(state)
+    fn new(server: Arc<Server>) -> InFlight {
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(server)
     }
 }
 

@@ -18,7 +18,7 @@
 //! safe side (too high).
 
 use crate::lock::Lock as _;
-use crate::route::Kind;
+use crate::storage::names::Kind;
 use smol::lock::OnceCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -71,15 +71,20 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    /// Fills in the segments' limits from the access file.
-    pub(crate) fn add_limits(&mut self, rules: &crate::access::Rules) {
-        for name in rules.named_quotas() {
+    /// Fills in the segments' limits: `named` segments are listed even if nothing was counted
+    /// for them yet, and every segment gets `limit_of(name)`.
+    pub(crate) fn add_limits<'a>(
+        &mut self,
+        named: impl IntoIterator<Item = &'a str>,
+        limit_of: impl Fn(&str) -> Option<u64>,
+    ) {
+        for name in named {
             if !self.segments.iter().any(|(n, _, _)| n == name) {
                 self.segments.push((name.to_owned(), 0, None));
             }
         }
         for (name, _, limit) in &mut self.segments {
-            *limit = rules.quota(name).and_then(|q| q.limit);
+            *limit = limit_of(name);
         }
         self.segments.sort();
     }

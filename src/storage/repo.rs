@@ -6,7 +6,7 @@
 
 use crate::lock::Lock as _;
 use crate::modes::{self, GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE};
-use crate::route::{Kind, ObjectId, RepoPath};
+use crate::storage::names::{Kind, ObjectId, RepoPath};
 use hyper::body::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, open, statat};
 use rustix::io::Errno;

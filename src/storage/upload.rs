@@ -567,6 +567,6 @@ mod tests {
     #[test]
     fn temp_names_are_never_ids() {
         let name = format!("{}{TEMP_MARKER}{:016x}", "a".repeat(64), u64::MAX);
-        assert!(crate::route::ObjectId::parse(&name).is_none());
+        assert!(crate::storage::names::ObjectId::parse(&name).is_none());
     }
 }

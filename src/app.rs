@@ -1,0 +1,218 @@
+//! The application, assembled: the shared [`State`] built once from the validated config,
+//! the start-up lines that say what is on and where, and the background work started with
+//! it (the usage tally). `main.rs` calls these in order; `handler.rs` only reads the state.
+
+use crate::access::Rules;
+use crate::accesslog::AccessLog;
+use crate::auth::Auth;
+use crate::cli::{self, Config, LogTarget};
+use crate::metrics::Metrics;
+use crate::storage::quota::Quota;
+use crate::storage::repo::Repos;
+use crate::storage::upload::{self, Turns};
+use crate::watch::Watched;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Who may do anything at all.
+#[derive(Debug)]
+pub(crate) enum AuthMode {
+    /// `--no-auth`.
+    Anonymous,
+    /// `--proxy-auth-username HEADER`: a trusted reverse proxy names the user.
+    ProxyHeader(String),
+    /// HTTP Basic against the htpasswd file (boxed: users, cache and back-off table make it
+    /// ten times the size of the other variants).
+    Htpasswd(Box<Auth>),
+}
+
+/// Everything a request may need; built once at start-up and shared by reference.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub repos: Repos,
+    pub authn: AuthMode,
+    pub append_only: bool,
+    pub private_repos: bool,
+    /// `--access-file`: rights per user and repo, quotas per first path segment.
+    pub access: Option<Watched<Rules>>,
+    pub verify_upload: bool,
+    /// `--max-size` or `--access-file`: usage is counted.
+    pub quota: Option<Arc<Quota>>,
+    pub access_log: Option<AccessLog>,
+    /// `--prometheus`: counters, and `/metrics` is routed.
+    pub metrics: Option<Metrics>,
+    /// `--prometheus-no-auth`: `/metrics` needs no credentials.
+    pub metrics_no_auth: bool,
+    /// Turns to write a chunk of an upload (`storage/upload.rs`).
+    pub uploads: Turns,
+}
+
+impl State {
+    /// Builds the state from a validated config. Errors name the file and the problem.
+    pub(crate) fn new(cfg: &Config) -> Result<State, String> {
+        let authn = if cfg.no_auth {
+            AuthMode::Anonymous
+        } else if let Some(header) = &cfg.proxy_auth_username {
+            AuthMode::ProxyHeader(header.clone())
+        } else {
+            AuthMode::Htpasswd(Box::new(Auth::load(&cfg.htpasswd_file)?))
+        };
+        let access_log = match &cfg.log {
+            None => None,
+            Some(target) => {
+                let path = match target {
+                    LogTarget::Stdout => None,
+                    LogTarget::File(p) => Some(p.clone()),
+                };
+                let log = AccessLog::open(path.clone()).map_err(|e| {
+                    let name = path.map_or("standard output".into(), |p| p.display().to_string());
+                    format!("cannot open access log {name}: {e}")
+                })?;
+                Some(log)
+            }
+        };
+        let access = cfg.access_file.as_deref().map(Watched::open).transpose()?;
+        let quota = (cfg.max_size.is_some() || access.is_some())
+            .then(|| Quota::new(cfg.max_size, access.is_some()));
+        Ok(State {
+            repos: Repos::new(cfg.path.clone(), cfg.group_accessible),
+            authn,
+            append_only: cfg.append_only,
+            private_repos: cfg.private_repos,
+            access,
+            verify_upload: cfg.verify_upload,
+            quota,
+            access_log,
+            metrics: cfg.prometheus.then(Metrics::new),
+            metrics_no_auth: cfg.prometheus_no_auth,
+            uploads: Turns::new(upload::MAX_WRITERS),
+        })
+    }
+
+    /// SIGHUP: re-read what can change under a running server.
+    pub(crate) fn reload(&self) {
+        if let AuthMode::Htpasswd(auth) = &self.authn {
+            auth.reload();
+        }
+        if let Some(access) = &self.access {
+            access.reload();
+        }
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+}
+
+/// `--tls`: generates the pair if asked, loads it and says what is on.
+#[cfg(feature = "tls")]
+pub(crate) fn start_tls(cfg: &Config) -> Result<Option<Arc<crate::http::server::Tls>>, String> {
+    let Some(tls_cfg) = &cfg.tls else {
+        return Ok(None);
+    };
+    let (tls, loaded) = crate::http::tls::Tls::start(tls_cfg)?;
+    for line in tls.describe() {
+        log::info!("{line}");
+    }
+    log::info!("SERVER CERT SHA256: {}", loaded.fingerprint);
+    for w in loaded.warnings {
+        log::warn!("{w}");
+    }
+    Ok(Some(Arc::new(tls)))
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn start_tls(_: &Config) -> Result<Option<Arc<crate::http::server::Tls>>, String> {
+    Ok(None)
+}
+
+/// One start-up line per fact, as the Go server prints them.
+pub(crate) fn announce(cfg: &Config, state: &State) {
+    log::info!("{}", cli::VERSION);
+    log::info!("Data directory: {}", cfg.path.display());
+    if cfg.path.starts_with("/tmp") {
+        log::warn!(
+            "the data directory is under /tmp: backups there may be lost on reboot (use --path)"
+        );
+    }
+    match &state.authn {
+        AuthMode::Anonymous => log::info!("Authentication disabled"),
+        AuthMode::ProxyHeader(h) => log::info!("Authentication via proxy header {h}"),
+        AuthMode::Htpasswd(a) => log::info!(
+            "Authentication enabled: {} ({} users)",
+            a.path().display(),
+            a.user_count()
+        ),
+    }
+    let on_off = |b: bool| if b { "enabled" } else { "disabled" };
+    log::info!("Append only mode {}", on_off(cfg.append_only));
+    log::info!("Private repositories {}", on_off(cfg.private_repos));
+    log::info!("Group accessible repos {}", on_off(cfg.group_accessible));
+    if let Some(access) = &state.access {
+        use crate::watch::Load as _;
+        log::info!(
+            "Access file: {} ({})",
+            access.path().display(),
+            access.get().summary()
+        );
+        if cfg.no_auth {
+            log::warn!("--access-file with --no-auth: only the \"*\" entries apply, to everyone");
+        }
+    }
+    if !cfg.verify_upload {
+        log::warn!("Upload verification disabled: corrupted uploads will not be detected");
+    }
+    let per_segment = if state.access.is_some() {
+        "; per first path segment as the access file says"
+    } else {
+        ""
+    };
+    match cfg.max_size {
+        Some(limit) => log::info!(
+            "Quota: {limit} bytes overall{per_segment}; counting current usage in the background"
+        ),
+        None => log::info!("Quota: none overall{per_segment}"),
+    }
+    if cfg.prometheus {
+        let who = if cfg.prometheus_no_auth || (cfg.no_auth && !cfg.private_repos) {
+            "without authentication"
+        } else if cfg.private_repos {
+            "for the user \"metrics\" only"
+        } else {
+            "for authenticated users"
+        };
+        log::info!("Prometheus metrics at /metrics, {who}");
+        if cfg.no_auth && cfg.private_repos && !cfg.prometheus_no_auth {
+            log::warn!(
+                "--private-repos with --no-auth: /metrics answers 401 to everyone, as in the Go server (add --prometheus-no-auth)"
+            );
+        }
+    } else if cfg.prometheus_no_auth {
+        log::warn!("--prometheus-no-auth has no effect without --prometheus");
+    }
+    if let Some(cli::LogTarget::File(p)) = &cfg.log {
+        log::info!("Access log: {}", p.display());
+    }
+    if cfg.cpu_profile_ignored {
+        log::warn!("--cpu-profile is specific to the Go server and not supported: ignored");
+    }
+}
+
+/// `--max-size` or `--access-file`: counts what the data directory holds, in the background
+/// (a big tree on a slow disk takes a while; uploads that a limit applies to wait for it,
+/// everything else is served meanwhile: storage/quota.rs).
+pub(crate) fn count_usage(state: &State) {
+    let Some(q) = state.quota.clone() else {
+        return;
+    };
+    let root = state.repos.root().to_owned();
+    smol::unblock(move || {
+        let t = Instant::now();
+        let used = q.tally(&root);
+        let ms = t.elapsed().as_millis();
+        match q.limit() {
+            Some(limit) => log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)"),
+            None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+        }
+    })
+    .detach();
+}
