@@ -1,7 +1,7 @@
 #!/bin/bash
 # Prints the path of a current restic (Debian 13 "trixie"'s package, 0.18), fetched from the
 # mirror this machine's apt already uses, so the end-to-end tests also run with the restic
-# that users run today, not only Debian 12's 0.14 (issue 19):
+# that users run today, not only Debian 12's 0.14:
 #
 #   TEST_RESTIC=$(.ci/restic-new.sh) cargo test --release --test restic
 #

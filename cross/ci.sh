@@ -1,5 +1,5 @@
 #!/bin/bash
-# CI for the cross builds and packages (issue 9), for .ci/run to call on a fresh Debian 12
+# CI for the cross builds and packages, for .ci/run to call on a fresh Debian 12
 # machine as root. Two clean builds dominate the time (see BENCHMARKS.md "Build times"):
 #   1. static builds: aarch64 with TLS (the small OpenSSL of cross/openssl.sh), x86_64
 #      without TLS (the packages tests install it; no second OpenSSL build)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Installs the .deb on a booted Debian 12 system, as a user would, and checks every step
-# (issue 19). Needs root (debootstrap) on Debian; installs debootstrap, qemu and ssh with
+# (packaging/README.md). Needs root (debootstrap) on Debian; installs debootstrap, qemu and ssh with
 # apt-get when missing.
 #
 #   packaging/test-vm.sh                 # amd64: build the .deb from dist/bin, boot, test
@@ -260,22 +260,7 @@ prop() { systemctl show -p "$2" --value "$1"; }
 # (no "| grep -q" below: with pipefail, the writer killed by SIGPIPE fails the pipeline)
 set -x
 '
-step() { # step DESCRIPTION SCRIPT
-    local what=$1 t0 n=$((passed + failed + 1))
-    t0=$(date +%s)
-    # The script goes to a file first: commands that read stdin must not eat the script.
-    if printf '%s\n%s\n' "$prelude" "$2" | vm 'cat >/root/step.sh' &&
-        vm bash /root/step.sh </dev/null >"$work/step$n.log" 2>&1; then
-        passed=$((passed + 1))
-        echo "ok - $what ($(($(date +%s) - t0)) s)"
-    else
-        failed=$((failed + 1))
-        echo "FAIL - $what" >&2
-        sed 's/^/#   /' "$work/step$n.log" | tail -n 40 >&2
-        finish
-    fi
-}
-host_step() { # host_step DESCRIPTION COMMAND...
+run_step() { # run_step DESCRIPTION COMMAND...: runs one numbered step, logs it, reports ok/FAIL
     local what=$1 t0 n=$((passed + failed + 1))
     t0=$(date +%s)
     shift
@@ -289,6 +274,12 @@ host_step() { # host_step DESCRIPTION COMMAND...
         finish
     fi
 }
+in_vm() { # in_vm SCRIPT: the script goes to a file first, so commands that read stdin cannot eat it
+    printf '%s\n%s\n' "$prelude" "$1" | vm 'cat >/root/step.sh' &&
+        vm bash /root/step.sh </dev/null
+}
+step() { run_step "$1" in_vm "$2"; }     # step DESCRIPTION SCRIPT (in the VM)
+host_step() { run_step "$@"; }           # host_step DESCRIPTION COMMAND... (on the host)
 finish() {
     echo "# total $(elapsed)"
     # The serial console of the last run, for a look at what the guest said.
@@ -417,7 +408,7 @@ since=$(date "+%Y-%m-%d %H:%M:%S")
 systemctl is-active rest-server.socket
 # A client connects and waits: each start fails at once (exit 2, no Restart=), systemd tries
 # again for the waiting connection until the start limit, then gives up on the socket, which
-# closes the connection. Before issue 19 this looped for as long as the client waited.
+# closes the connection. An earlier unit looped here for as long as the client waited.
 exec 3<>/dev/tcp/127.0.0.1/8000
 printf "GET /alice/vm/config HTTP/1.0\r\n\r\n" >&3
 rc=0; answer=$(timeout 120 cat <&3) || rc=$?
