@@ -482,11 +482,24 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 }
 
 /// A connection with an inactivity timeout on every read and write.
+///
+/// A write counts as progress only once it has moved [`MIN_WRITE_PROGRESS`] bytes since it
+/// first had to wait, or when hyper has written out all it had (it flushes only then). A
+/// client that stops reading a download still takes a few bytes now and then: Linux keeps
+/// probing its full receive window at growing intervals (up to 2 minutes), and each probe
+/// may squeeze in some more. Counting those as progress kept such a download open for
+/// ~120 s instead of 60.
 struct IdleTimeouts<S> {
     inner: S,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
+    /// Bytes written since `write_timer` was armed.
+    written_while_armed: usize,
 }
+
+/// How much a waiting write must move to count as progress: a client must take 64 KiB per
+/// minute (~1 KiB/s) to keep a download going.
+const MIN_WRITE_PROGRESS: usize = 64 * 1024;
 
 impl<S> IdleTimeouts<S> {
     fn new(inner: S) -> Self {
@@ -494,32 +507,45 @@ impl<S> IdleTimeouts<S> {
             inner,
             read_timer: None,
             write_timer: None,
+            written_while_armed: 0,
         }
+    }
+
+    /// Resolves a poll of a write against the write timer.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(Ok(n)) if self.write_timer.is_some() => {
+                self.written_while_armed += n;
+                if self.written_while_armed >= MIN_WRITE_PROGRESS {
+                    self.disarm_write();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => waiting(&mut self.write_timer, cx),
+        }
+    }
+
+    fn disarm_write(&mut self) {
+        self.write_timer = None;
+        self.written_while_armed = 0;
     }
 }
 
-/// Resolves a poll of the inner stream against an inactivity timer: progress disarms the
-/// timer; waiting arms it (once) and fails with `TimedOut` when it fires.
-fn with_timeout<T>(
-    timer: &mut Option<Timer>,
-    cx: &mut Context<'_>,
-    poll: Poll<io::Result<T>>,
-) -> Poll<io::Result<T>> {
-    match poll {
-        Poll::Ready(r) => {
+/// A poll that is waiting: arms the inactivity timer (once), and fails with `TimedOut` when
+/// it fires.
+fn waiting<T>(timer: &mut Option<Timer>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    let t = timer.get_or_insert_with(|| Timer::after(IO_TIMEOUT));
+    match Pin::new(t).poll(cx) {
+        Poll::Ready(_) => {
             *timer = None;
-            Poll::Ready(r)
+            Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
         }
-        Poll::Pending => {
-            let t = timer.get_or_insert_with(|| Timer::after(IO_TIMEOUT));
-            match Pin::new(t).poll(cx) {
-                Poll::Ready(_) => {
-                    *timer = None;
-                    Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
-                }
-                Poll::Pending => Poll::Pending,
-            }
-        }
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -530,8 +556,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        with_timeout(&mut this.read_timer, cx, poll)
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            // Any byte read is progress.
+            Poll::Ready(r) => {
+                this.read_timer = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => waiting(&mut this.read_timer, cx),
+        }
     }
 }
 
@@ -541,9 +573,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        with_timeout(&mut this.write_timer, cx, poll)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -551,19 +582,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        with_timeout(&mut this.write_timer, cx, poll)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            // A flush that is done at once (a socket has nothing to flush) is no progress: it
-            // must not restart the clock of a write that is stuck (a client that stopped
-            // reading a download was dropped after 120 s instead of 60).
-            Poll::Ready(r) => Poll::Ready(r),
-            Poll::Pending => with_timeout(&mut this.write_timer, cx, Poll::Pending),
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            // hyper flushes once it has written all it buffered: caught up.
+            Poll::Ready(r) => {
+                self.disarm_write();
+                Poll::Ready(r)
+            }
+            Poll::Pending => waiting(&mut self.write_timer, cx),
         }
     }
 

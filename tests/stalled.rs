@@ -1,0 +1,87 @@
+//! Downloads and the write timeout (docs/http.md, "Timeouts and closing"): a client that stops
+//! reading is dropped once nothing has moved for 60 s, and one that reads slowly but steadily
+//! gets every byte, however long it takes.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// Stores an object of `len` pseudo-random bytes in `r/data`; returns its id.
+fn store(s: &Server, len: usize) -> String {
+    let body = random_bytes(len, len as u64);
+    let id = sha256_hex(&body);
+    assert_eq!(s.post(&format!("/r/data/{id}"), &body).status, 200);
+    id
+}
+
+#[test]
+fn a_download_nobody_reads_is_dropped_after_the_timeout() {
+    let s = Server::start(&["--debug"]);
+    s.create_repo("r");
+    // Far more than the socket buffers of both ends can hold.
+    let id = store(&s, 64 << 20);
+    let before = s.open_fds();
+    let mut c = s.connect();
+    c.write_all(format!("GET /r/data/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let asked = Instant::now();
+    wait_until(30, "the download to start", || {
+        s.log_text().contains(&format!("GET /r/data/{id} -> 200"))
+    });
+    // The client never reads. Linux keeps probing its full window and may take a few more
+    // bytes now and then; that must not keep the connection open.
+    wait_until(150, "the stalled download to be dropped", || {
+        s.open_fds() <= before
+    });
+    let after = asked.elapsed();
+    eprintln!("dropped after {after:?}");
+    assert!(
+        after >= Duration::from_secs(55),
+        "dropped after {after:?}: before the 60 s timeout, so not by it"
+    );
+    assert!(
+        s.log_text().contains("error writing a body"),
+        "{}",
+        s.log_text()
+    );
+    // The server goes on serving.
+    assert_eq!(s.head(&format!("/r/data/{id}")).status, 200);
+}
+
+#[test]
+fn a_slow_but_steady_download_is_never_dropped() {
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    // At 256 KiB/s, what the socket buffers cannot hold takes well over the 60 s timeout to
+    // drain, so the server's writes wait on the client all that time.
+    let len = 24 << 20;
+    let id = store(&s, len);
+    let mut c = s.connect();
+    c.write_all(format!("GET /r/data/{id} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::with_capacity(len + 1024);
+    let mut piece = vec![0; 64 * 1024];
+    loop {
+        // The pace of a slow link, not a wait for a condition.
+        std::thread::sleep(Duration::from_millis(250));
+        let n = c.read(&mut piece).unwrap();
+        got.extend_from_slice(&piece[..n]);
+        let Some(head_end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        if n == 0 || got.len() - (head_end + 4) >= len {
+            let body = &got[head_end + 4..];
+            assert_eq!(body.len(), len, "the connection ended early");
+            assert_eq!(sha256_hex(body), id);
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took > Duration::from_secs(60),
+        "took only {took:?}: the server never had to wait 60 s on this client"
+    );
+}
