@@ -9,7 +9,7 @@
 set -euo pipefail
 RUNS=$1 PACKS=$2
 shift 2
-LOADGEN=${LOADGEN:-target/release/examples/loadgen}
+LOADGEN=${LOADGEN:-target/release/loadgen}
 for ((r = 0; r < RUNS; r++)); do
     if ((r % 2 == 0)); then order=("$@"); else order=(); for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done; fi
     for nb in "${order[@]}"; do

@@ -223,7 +223,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut bin, mut dir, mut secs, mut rounds, mut head_start) = (
-        PathBuf::from("target/release/rest-server"),
+        PathBuf::from(testkit::bin()),
         PathBuf::from("/dev/shm"),
         3.0,
         3,

@@ -1,9 +1,8 @@
 //! End-to-end with the real `restic` client (Debian package `restic`): what a user does.
 
-mod common;
-use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
+use testkit::*;
 
 /// The restic to run: `$TEST_RESTIC` if set (CI also runs these tests with a current restic,
 /// see .ci/restic-new.sh), else `restic` from PATH (Debian 12's 0.14).

@@ -1,9 +1,8 @@
 //! docs/protocol.md: every row of the operations table, listings, ranges and upload rules, against
 //! the real binary.
 
-mod common;
-use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use testkit::*;
 
 const V2: &str = "application/vnd.x.restic.rest.v2";
 

@@ -125,10 +125,7 @@ impl Opts {
 }
 
 fn parse_args() -> Result<Opts, String> {
-    let default_server = format!(
-        "{}/target/release/rest-server --path {{path}} --listen {{listen}}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let default_server = format!("{} --path {{path}} --listen {{listen}}", testkit::bin());
     let mut server = default_server;
     let mut compare = None;
     let (mut server_renames, mut compare_renames) = (None, None);

@@ -1,9 +1,8 @@
 //! README, Logs: `--log` writes Apache combined log lines, never credentials, and is reopened on
 //! SIGHUP (logrotate).
 
-mod common;
-use common::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn wait_for(path: &std::path::Path, needle: &str) -> String {
     let t = Instant::now();

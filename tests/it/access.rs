@@ -3,11 +3,9 @@
 //! file refused at start-up and kept out on reload, `rest-server access check`, and the
 //! per-segment metrics.
 
-mod common;
-
-use common::*;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
+use testkit::*;
 
 /// The example of the issue and README.
 const EXAMPLE: &str = "\

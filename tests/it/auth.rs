@@ -2,15 +2,13 @@
 //! writes it, reload on SIGHUP and on mtime, failed reloads, proxy auth, private repos, the
 //! back-off for failed logins, the `user` subcommand, and that no log line carries a secret.
 
-mod common;
-
-use common::*;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// `htpasswd -nb FLAGS user password` (apache2-utils), as one line without the newline.
 fn htpasswd_line(flags: &[&str], user: &str, password: &str) -> String {
@@ -474,7 +472,7 @@ fn concurrent_user_adds_lose_nothing() {
     std::fs::write(&file, "# kept\n").unwrap();
     let children: Vec<_> = (0..16)
         .map(|i| {
-            let mut child = Command::new(BIN)
+            let mut child = Command::new(bin())
                 .args(["user", "add", &format!("user{i}"), "--password-stdin"])
                 .args(["--cost", "4", "--htpasswd-file", file.to_str().unwrap()])
                 .stdin(Stdio::piped())
@@ -686,7 +684,7 @@ fn user_subcommand_refuses_bad_input() {
     let out = Command::new("setsid")
         .args([
             "-w",
-            BIN,
+            bin(),
             "user",
             "add",
             "ok",

@@ -1,10 +1,9 @@
 //! Failures and limits: quota, aborted and racing uploads, shutdown, bad flags, listeners,
 //! timeouts and memory. Each test says which rule of docs/protocol.md or the README it holds the server to.
 
-mod common;
-use common::*;
 use std::io::{BufReader, ErrorKind, Write};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 #[test]
 fn quota_refuses_a_declared_length_up_front() {
@@ -296,7 +295,7 @@ fn systemd_socket_activation() {
             .args([
                 "-l",
                 &format!("127.0.0.1:{port}"),
-                BIN,
+                bin(),
                 "--no-auth",
                 "--path",
             ])
@@ -493,8 +492,9 @@ fn disk_full_is_507_and_frees_the_space() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=1m tmpfs '{}' && exec '{BIN}' --no-auth --path '{}' --listen 127.0.0.1:0",
+        "mount -t tmpfs -o size=1m tmpfs '{}' && exec '{}' --no-auth --path '{}' --listen 127.0.0.1:0",
         data.display(),
+        bin(),
         data.display()
     );
     let child = std::process::Command::new("unshare")
