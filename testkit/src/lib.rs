@@ -39,6 +39,14 @@ pub fn bin() -> &'static str {
     })
 }
 
+/// Test-only setting of the server (src/watch.rs): how often, in milliseconds, it looks at
+/// the htpasswd and access files for changes (30 s otherwise). Tests of reloads on change set
+/// it to [`FAST_POLL_MS`] so they wait well under a second.
+pub const POLL_INTERVAL_ENV: &str = "REST_SERVER_POLL_INTERVAL_MS";
+
+/// The check interval the reload tests use.
+pub const FAST_POLL_MS: &str = "200";
+
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -123,8 +131,15 @@ impl Server {
     }
 
     pub fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        Server::start_in_env(dir, args, &[])
+    }
+
+    /// As [`Server::start_in`], with environment variables `env` set for the server, e.g.
+    /// [`POLL_INTERVAL_ENV`].
+    pub fn start_in_env(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = dir.path().join("data");
         let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied());
         if !args.iter().any(|a| a.starts_with("--path")) {
             cmd.arg("--path").arg(&data);
         }

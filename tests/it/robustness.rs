@@ -138,7 +138,9 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     assert_eq!(s.post(&format!("/r/data/{id}"), &body).status, 200);
     // Now the first attempt fails: short body, connection gone.
     drop(first);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(10, "the aborted attempt's temp file is removed", || {
+        s.files_named("rest-server-temp").is_empty()
+    });
     assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
     assert!(s.files_named("rest-server-temp").is_empty());
 
@@ -167,7 +169,9 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     s.signal("TERM");
     s.wait_log("shutting down", 5);
     // New connections are refused once we stop accepting.
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until(5, "new connections are refused", || {
+        std::net::TcpStream::connect(&s.addr).is_err()
+    });
     assert!(std::net::TcpStream::connect(&s.addr).is_err());
     c.write_all(&body[1000..]).unwrap();
     let r = read_response(&mut BufReader::new(c), "POST");
