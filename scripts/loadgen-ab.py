@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B comparison of two server binaries with loadgen, interleaved (BENCHMARKS.md, issue 7).
+"""A/B comparison of two server binaries with loadgen, interleaved (BENCHMARKS.md, the budget table).
 
 Runs `loadgen --compare` N times, swapping which binary goes first on every run, and prints
 for each scenario and metric the median over the runs of each binary, their ratio (B/A) and

@@ -1,4 +1,4 @@
-//! The server as a system service (issue 19): `rest-server user add/remove` run as root leaves
+//! The server as a system service (packaging/README.md): `rest-server user add/remove` run as root leaves
 //! a file the service's user can read; an htpasswd file the server may not read gets a hint
 //! that fits (owner, mode, the chown to run); log lines carry their syslog priority when
 //! stderr is the journal (JOURNAL_STREAM names it), and only then.

@@ -1,4 +1,4 @@
-//! The "Auth" numbers of BENCHMARKS.md (issue 4), measured in one run on one machine:
+//! The "Auth" numbers of BENCHMARKS.md, measured in one run on one machine:
 //!
 //! 1. keep-alive HEAD requests with a bcrypt cost-10 user against the same requests with
 //!    `--no-auth` (the verified-credential cache is what makes these close);

@@ -1,4 +1,4 @@
-//! loadgen: measures a restic REST server against the performance budget (issue 7) and against
+//! loadgen: measures a restic REST server against the performance budget (BENCHMARKS.md) and against
 //! the machine it runs on, so that "fast on a Pi" is a number, not a hope.
 //!
 //! It starts the server command it is given (ours by default) on a fresh temp dir on
