@@ -7,7 +7,7 @@
 //!    flood budget of src/budget.rs: a few hashes at full speed, then a tenth of a core, the
 //!    excess refused unchecked with 429).
 //!
-//! Build the server first: `cargo build --release && cargo run --release --example authbench`.
+//! Build the server first: `cargo build --release && cargo run --release -p bench --bin authbench`.
 //! Options: `--bin PATH` (default target/release/rest-server), `--dir DIR` (default /dev/shm,
 //! so the disk does not blur the CPU effect), `--secs N` per HEAD run, `--rounds N`,
 //! `--head-start MS` (how long after the flood the upload starts; default 200).
