@@ -1,6 +1,6 @@
 #!/bin/bash
 # CI for the cross builds and packages, for .ci/run to call on a fresh Debian 12
-# machine as root. Two clean builds dominate the time (see BENCHMARKS.md "Build times"):
+# machine as root. Two clean builds dominate the time (see bench-results/2026-11-23/README.md "Build times"):
 #   1. static builds: aarch64 with TLS (the small OpenSSL of cross/openssl.sh), x86_64
 #      without TLS (the packages tests install it; no second OpenSSL build)
 #   2. restic round trips against the aarch64 binary under qemu, over HTTP and HTTPS, and

@@ -14,7 +14,7 @@
 # Poly1305 suites, RSA or ECDSA certificates and a self-signed P-256 certificate generator
 # never uses, and compiled by zig cc (the C compiler and linker cargo-zigbuild uses) with
 # -Os, function/data sections and without unwind tables (C never unwinds; Rust panics
-# abort). BENCHMARKS.md "Binary size" has the measurements.
+# abort). bench-results/2026-11-23/README.md "Binary size" has the measurements.
 #
 # Cached per target and per build recipe in $CARGO_TARGET_DIR/openssl/<triple>/<key>/, where
 # the key hashes this script's code (not its comments), the OpenSSL source's path and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Server memory with many idle connections, and stalled TLS handshakes (issue 15, item 4).
+"""Server memory with many idle connections, and stalled TLS handshakes (BENCHMARKS.md; the limits are in docs/http.md).
 
 usage: scripts/idle-conns.py idle  N RUNS NAME=BIN [NAME=BIN ...]
        scripts/idle-conns.py stall N RUNS NAME=BIN [NAME=BIN ...]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What the kernel alone costs an upload on this machine (BENCHMARKS.md, "The performance budget").
+"""What the kernel alone costs an upload on this machine (bench-results/2026-12-05/README.md, "The performance budget").
 
 Sends FILE (default /tmp/1g.bin) over one loopback TCP connection with sendfile, and receives it
 the way the server does: recv_into a 128 KiB buffer until it is full. With "file", every buffer

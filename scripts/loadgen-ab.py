@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A/B comparison of two server binaries with loadgen, interleaved (BENCHMARKS.md, issue 7).
+"""A/B comparison of two server binaries with loadgen, interleaved (BENCHMARKS.md, the budget table).
 
 Runs `loadgen --compare` N times, swapping which binary goes first on every run, and prints
 for each scenario and metric the median over the runs of each binary, their ratio (B/A) and
@@ -8,7 +8,7 @@ both see the same minutes of load.
 
 usage: scripts/loadgen-ab.py NAME_A BIN_A NAME_B BIN_B N [loadgen options...]
   e.g. scripts/loadgen-ab.py base /tmp/rs-base perf target/release/rest-server 5 --only upload
-env:   LOADGEN (default target/release/examples/loadgen), AB_DIR (run JSON files, default
+env:   LOADGEN (default target/release/loadgen), AB_DIR (run JSON files, default
        a new directory under /tmp); loadgen's own --dir etc. go among the options.
        AB_SUMMARIZE=1 runs nothing and prints the table of the N runs already in AB_DIR.
 """
@@ -18,7 +18,7 @@ if len(sys.argv) < 6:
     sys.exit(__doc__)
 na, a, nb, b, n = sys.argv[1:6]
 extra = sys.argv[6:]
-loadgen = os.environ.get('LOADGEN', 'target/release/examples/loadgen')
+loadgen = os.environ.get('LOADGEN', 'target/release/loadgen')
 out = os.environ.get('AB_DIR') or tempfile.mkdtemp(prefix='loadgen-ab-')
 os.makedirs(out, exist_ok=True)
 values = {}  # (scenario, metric) -> name -> [value per run]

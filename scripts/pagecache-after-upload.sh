@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# How much of just-uploaded packs a server leaves in the page cache (BENCHMARKS.md, "HTTP
-# layer on hyper (issue 15)", experiment on early writeback). For each binary in turn, RUNS
+# How much of just-uploaded packs a server leaves in the page cache (the experiment on early
+# writeback with the HTTP layer on hyper; BENCHMARKS.md lists where its log is). For each binary in turn, RUNS
 # times with the order swapped on every run: loadgen uploads 8 connections x PACKS x 16 MiB
 # with verification (one round, --keep), then `fincore` counts the resident bytes of the
 # packs in that repository right after the server has stopped.
@@ -9,7 +9,7 @@
 set -euo pipefail
 RUNS=$1 PACKS=$2
 shift 2
-LOADGEN=${LOADGEN:-target/release/examples/loadgen}
+LOADGEN=${LOADGEN:-target/release/loadgen}
 for ((r = 0; r < RUNS; r++)); do
     if ((r % 2 == 0)); then order=("$@"); else order=(); for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done; fi
     for nb in "${order[@]}"; do

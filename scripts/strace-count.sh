@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a server under `strace -f -c` for loadgen (BENCHMARKS.md, issue 7): loadgen's SIGTERM
+# Runs a server under `strace -f -c` for loadgen (BENCHMARKS.md, the budget table): loadgen's SIGTERM
 # goes to the server itself, so strace sees it exit and writes its summary. (strace blocks
 # fatal signals when started as `strace -o FILE PROG`, and with -I1 it dies without a
 # summary, leaving the server running.)

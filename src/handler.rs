@@ -103,7 +103,7 @@ pub(crate) async fn handle(st: &State, peer: &str, mut req: Request) -> Response
     res
 }
 
-/// What hyper leaves to us of RFC 9112 (each found by a test in tests/framing.rs): an HTTP/1.1
+/// What hyper leaves to us of RFC 9112 (each found by a test in tests/it/framing.rs): an HTTP/1.1
 /// request names exactly one `Host` (400 otherwise, as the Go server answers; the path never
 /// comes from it), and `Transfer-Encoding` appears at most once (hyper takes two `chunked`
 /// headers as one; Go refuses them, and a proxy in front may frame them otherwise). The

@@ -372,7 +372,11 @@ where
                     refused_body.store(true, Ordering::Relaxed);
                 }
                 // In flight until the body is sent (or the connection dies).
-                Ok::<_, Infallible>(res.map(|body| Tracked { body, in_flight }))
+                Ok::<_, Infallible>(res.map(|body| Tracked {
+                    body,
+                    in_flight,
+                    waited: false,
+                }))
             }
         })
     };
@@ -419,11 +423,24 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in flight.
+/// A response body that keeps its request counted as in flight, and wakes its connection
+/// once more when it ends after having made hyper wait.
+///
+/// Why the wake: hyper 1.13's dispatcher polls the body, and if it was not ready, flushes and
+/// polls it a second time before yielding. When the body ends in that second poll (a file
+/// chunk or listing chunk read on a blocking thread that finished in between), the flush
+/// ends the response and finds the next pipelined request already buffered, but hyper then
+/// yields without parsing it and without a wake-up: no more bytes arrive from a client
+/// that has sent everything, so the connection hangs with requests unanswered (seen as
+/// "3 answers instead of 5" in the pipelined framing test, under load). The extra wake
+/// makes hyper poll again and read the buffered request. A body that never waited (small
+/// answers, whole in memory) cannot hit this and costs nothing.
 struct Tracked {
     body: Body,
     #[allow(dead_code)] // held for its Drop
     in_flight: InFlight,
+    /// The body has answered `Pending` at least once.
+    waited: bool,
 }
 
 impl hyper::body::Body for Tracked {
@@ -434,7 +451,21 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Pending => self.waited = true,
+            Poll::Ready(None) => {
+                if self.waited {
+                    cx.waker().wake_by_ref();
+                }
+            }
+            Poll::Ready(Some(_)) => {
+                if self.waited && self.body.is_end_stream() {
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

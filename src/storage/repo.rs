@@ -371,7 +371,7 @@ impl FileBody {
 ///
 /// Directories are read with getdents into one reused buffer and each entry is stat'ed
 /// relative to its directory, so an entry costs no allocation (musl's allocator made that
-/// a fifth of a listing's time; BENCHMARKS.md, "Listings without allocations").
+/// a fifth of a listing's time; bench-results/2026-11-23/README.md, "Listings without allocations").
 pub(crate) struct Listing {
     dirs: std::vec::IntoIter<PathBuf>,
     /// The directory being read. Between calls of `fill` its offset is always right after

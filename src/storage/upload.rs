@@ -36,7 +36,7 @@ use std::sync::Mutex;
 const TEMP_MARKER: &str = ".rest-server-temp";
 
 /// A chunk of the body: gathered from the pieces hyper hands on, then hashed and written with
-/// one write(2), so the disk sees few, large writes (BENCHMARKS.md, "chunk size"). A chunk
+/// one write(2), so the disk sees few, large writes (bench-results/2026-11-23/README.md, "Upload writer"). A chunk
 /// may end up to one piece (hyper's read, at most 128 KiB) longer.
 const BODY_CHUNK: usize = 128 * 1024;
 
@@ -340,7 +340,7 @@ impl Sink {
 }
 
 /// How much of an upload may sit dirty in the page cache before the writer asks the kernel
-/// to start writing it out (BENCHMARKS.md, "Early writeback": 1 MiB measured against 256 KiB
+/// to start writing it out (bench-results/2026-11-23/README.md, "Early writeback": 1 MiB measured against 256 KiB
 /// and 4 MiB).
 const WRITEBACK_WINDOW: u64 = 1024 * 1024;
 

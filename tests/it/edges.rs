@@ -1,11 +1,9 @@
 //! Edges that are not HTTP framing but as bad (docs/http.md, "Edges"): odd files where
 //! objects belong, a listing over a broken tree, forged log lines, a live unix socket.
 
-mod common;
-
-use common::*;
 use std::io::{BufReader, Write};
 use std::os::unix::fs::symlink;
+use testkit::*;
 
 #[test]
 fn a_name_occupied_by_something_that_is_not_a_regular_file_is_refused() {

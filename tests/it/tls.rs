@@ -2,10 +2,7 @@
 //! handshakes that never finish, generated certificates, reload on SIGHUP, cipher preference,
 //! bad TLS set-ups, and restic itself over HTTPS. The client side is the `openssl` crate
 //! (so a test can pin versions and cipher orders) and the `openssl`/`restic` commands.
-#![cfg(feature = "tls")]
 
-mod common;
-use common::*;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVersion};
 use std::io::{BufReader, ErrorKind, Read, Write};
@@ -14,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 type Tls = BufReader<SslStream<TcpStream>>;
 

@@ -1,7 +1,11 @@
-//! Test harness: starts the real `rest-server` binary on 127.0.0.1:0 in its own temp dir and
-//! talks raw HTTP/1.1 to it, so tests can also send what no well-behaved client would
-//! (half bodies, odd paths, stalled connections).
-#![allow(dead_code)]
+//! The test kit shared by the integration tests (`tests/it`) and the benchmarks (`bench/`):
+//! starts the real `rest-server` binary on 127.0.0.1:0 in its own temp dir and talks raw
+//! HTTP/1.1 to it, so tests can also send what no well-behaved client would (half bodies,
+//! odd paths, stalled connections); waits for conditions; runs the binary's subcommands.
+//!
+//! The binary: `$REST_SERVER_BIN` if set, else `rest-server` next to the running executable
+//! or one directory up (cargo puts test executables in `target/<profile>/deps/` and the
+//! server and bench binaries in `target/<profile>/`). See [`bin`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpStream};
@@ -10,7 +14,38 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_rest-server");
+/// The `rest-server` binary under test: `$REST_SERVER_BIN`, else `rest-server` next to the
+/// running executable or one directory up. cargo builds it before the integration tests.
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(b) = std::env::var_os("REST_SERVER_BIN") {
+            return b.to_string_lossy().into_owned();
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        exe.ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join("rest-server"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no rest-server binary next to {} (build it, or set REST_SERVER_BIN)",
+                    exe.display()
+                )
+            })
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// Test-only setting of the server (src/watch.rs): how often, in milliseconds, it looks at
+/// the htpasswd and access files for changes (30 s otherwise). Tests of reloads on change set
+/// it to [`FAST_POLL_MS`] so they wait well under a second.
+pub const POLL_INTERVAL_ENV: &str = "REST_SERVER_POLL_INTERVAL_MS";
+
+/// The check interval the reload tests use.
+pub const FAST_POLL_MS: &str = "200";
 
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -20,11 +55,16 @@ impl TempDir {
         TempDir::below(&std::env::temp_dir(), name)
     }
 
-    /// A temp dir below cargo's target directory (`CARGO_TARGET_TMPDIR`), for tests that
-    /// need a disk rather than whatever `/tmp` is (tmpfs has no writeback). That is normally
-    /// the disk of the checkout; [`TempDir::assert_writeback`] says so if it is not.
+    /// A temp dir below cargo's target directory (`target/tmp`, next to the profile directory
+    /// that holds the binary), for tests that need a disk rather than whatever `/tmp` is
+    /// (tmpfs has no writeback). That is normally the disk of the checkout;
+    /// [`TempDir::assert_writeback`] says so if it is not.
     pub fn on_disk(name: &str) -> TempDir {
-        let dir = TempDir::below(Path::new(env!("CARGO_TARGET_TMPDIR")), name);
+        let target = Path::new(bin())
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory");
+        let dir = TempDir::below(&target.join("tmp"), name);
         dir.assert_writeback();
         dir
     }
@@ -91,8 +131,15 @@ impl Server {
     }
 
     pub fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        Server::start_in_env(dir, args, &[])
+    }
+
+    /// As [`Server::start_in`], with environment variables `env` set for the server, e.g.
+    /// [`POLL_INTERVAL_ENV`].
+    pub fn start_in_env(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = dir.path().join("data");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
+        cmd.envs(env.iter().copied());
         if !args.iter().any(|a| a.starts_with("--path")) {
             cmd.arg("--path").arg(&data);
         }
@@ -490,7 +537,7 @@ pub fn b64(data: &[u8]) -> String {
 
 /// Runs the binary with `args` and returns (exit code, stdout, stderr), with a timeout.
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -514,7 +561,7 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
 
 /// Runs `rest-server ARGS` with `stdin` as standard input: (exit code, stdout, stderr).
 pub fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -529,4 +576,42 @@ pub fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// restic helpers: the end-to-end tests drive the real client.
+
+/// The restic to run: `$TEST_RESTIC` if set (CI also runs these tests with a current restic,
+/// see .ci/restic-new.sh), else `restic` from PATH (Debian 12's 0.14).
+pub fn restic_bin() -> String {
+    std::env::var("TEST_RESTIC")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "restic".into())
+}
+
+/// restic's minor version (0.MINOR.x), for commands that were renamed.
+pub fn restic_minor() -> u32 {
+    let out = Command::new(restic_bin())
+        .arg("version")
+        .output()
+        .expect("restic version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "restic 0.14.0 compiled with go1.19.8 on linux/amd64"
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read restic's version from {text:?}"))
+}
+
+/// Runs restic against `repo_url`; returns its output.
+pub fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(restic_bin())
+        .args(args)
+        .env("RESTIC_REPOSITORY", repo_url)
+        .env("RESTIC_PASSWORD", "correct horse battery staple")
+        .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .env_remove("RESTIC_PASSWORD_FILE")
+        .output()
+        .expect("restic must be installed (apt-get install restic)")
 }

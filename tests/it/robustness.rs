@@ -1,10 +1,9 @@
 //! Failures and limits: quota, aborted and racing uploads, shutdown, bad flags, listeners,
 //! timeouts and memory. Each test says which rule of docs/protocol.md or the README it holds the server to.
 
-mod common;
-use common::*;
 use std::io::{BufReader, ErrorKind, Write};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 #[test]
 fn quota_refuses_a_declared_length_up_front() {
@@ -139,7 +138,9 @@ fn aborted_upload_racing_a_successful_retry_never_harms_it() {
     assert_eq!(s.post(&format!("/r/data/{id}"), &body).status, 200);
     // Now the first attempt fails: short body, connection gone.
     drop(first);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(10, "the aborted attempt's temp file is removed", || {
+        s.files_named("rest-server-temp").is_empty()
+    });
     assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
     assert!(s.files_named("rest-server-temp").is_empty());
 
@@ -168,7 +169,9 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits_0() {
     s.signal("TERM");
     s.wait_log("shutting down", 5);
     // New connections are refused once we stop accepting.
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until(5, "new connections are refused", || {
+        std::net::TcpStream::connect(&s.addr).is_err()
+    });
     assert!(std::net::TcpStream::connect(&s.addr).is_err());
     c.write_all(&body[1000..]).unwrap();
     let r = read_response(&mut BufReader::new(c), "POST");
@@ -296,7 +299,7 @@ fn systemd_socket_activation() {
             .args([
                 "-l",
                 &format!("127.0.0.1:{port}"),
-                BIN,
+                bin(),
                 "--no-auth",
                 "--path",
             ])
@@ -493,8 +496,9 @@ fn disk_full_is_507_and_frees_the_space() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=1m tmpfs '{}' && exec '{BIN}' --no-auth --path '{}' --listen 127.0.0.1:0",
+        "mount -t tmpfs -o size=1m tmpfs '{}' && exec '{}' --no-auth --path '{}' --listen 127.0.0.1:0",
         data.display(),
+        bin(),
         data.display()
     );
     let child = std::process::Command::new("unshare")

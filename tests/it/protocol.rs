@@ -1,9 +1,8 @@
 //! docs/protocol.md: every row of the operations table, listings, ranges and upload rules, against
 //! the real binary.
 
-mod common;
-use common::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use testkit::*;
 
 const V2: &str = "application/vnd.x.restic.rest.v2";
 
@@ -242,7 +241,14 @@ fn upload_of_an_existing_object_is_403_unless_identical_retry() {
     assert_eq!(s.post(&path, &body).status, 200);
     let file = s.data.join(format!("r/data/{}/{id}", &id[..2]));
     let before = std::fs::metadata(&file).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // A rewrite from now on would get a later mtime: wait until a fresh file does (the
+    // kernel's file clock ticks coarsely).
+    let probe = s.dir.path().join("mtime-probe");
+    wait_until(5, "the file clock moves past the upload's mtime", || {
+        std::fs::write(&probe, b"").unwrap();
+        let m = std::fs::metadata(&probe).unwrap();
+        (m.mtime(), m.mtime_nsec()) > (before.mtime(), before.mtime_nsec())
+    });
 
     // protocol.md, Uploads 1: a retry whose 200 was lost gets 200 and the file is not touched.
     assert_eq!(s.post(&path, &body).status, 200);

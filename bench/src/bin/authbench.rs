@@ -1,4 +1,4 @@
-//! The "Auth" numbers of BENCHMARKS.md (issue 4), measured in one run on one machine:
+//! The "Auth" numbers of BENCHMARKS.md, measured in one run on one machine:
 //!
 //! 1. keep-alive HEAD requests with a bcrypt cost-10 user against the same requests with
 //!    `--no-auth` (the verified-credential cache is what makes these close);
@@ -7,7 +7,7 @@
 //!    flood budget of src/budget.rs: a few hashes at full speed, then a tenth of a core, the
 //!    excess refused unchecked with 429).
 //!
-//! Build the server first: `cargo build --release && cargo run --release --example authbench`.
+//! Build the server first: `cargo build --release && cargo run --release -p bench --bin authbench`.
 //! Options: `--bin PATH` (default target/release/rest-server), `--dir DIR` (default /dev/shm,
 //! so the disk does not blur the CPU effect), `--secs N` per HEAD run, `--rounds N`,
 //! `--head-start MS` (how long after the flood the upload starts; default 200).
@@ -223,7 +223,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut bin, mut dir, mut secs, mut rounds, mut head_start) = (
-        PathBuf::from("target/release/rest-server"),
+        PathBuf::from(testkit::bin()),
         PathBuf::from("/dev/shm"),
         3.0,
         3,

@@ -1,12 +1,10 @@
 //! Where a request ends, tried as an attacker would, on raw sockets against the real binary
 //! (docs/http.md). Each case is what the Go server answers, or better where it says so.
 
-mod common;
-
-use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+use testkit::*;
 
 /// Sends `raw` in one write on a new connection.
 fn send(s: &Server, raw: &[u8]) -> BufReader<TcpStream> {

@@ -3,12 +3,11 @@
 //! dashboard keeps working), `/metrics` must follow the Go server's auth rules, and
 //! `promtool check metrics` must accept the output.
 
-mod common;
-use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use testkit::*;
 
 type Labels = BTreeMap<String, String>;
 

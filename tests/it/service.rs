@@ -1,4 +1,4 @@
-//! The server as a system service (issue 19): `rest-server user add/remove` run as root leaves
+//! The server as a system service (packaging/README.md): `rest-server user add/remove` run as root leaves
 //! a file the service's user can read; an htpasswd file the server may not read gets a hint
 //! that fits (owner, mode, the chown to run); log lines carry their syslog priority when
 //! stderr is the journal (JOURNAL_STREAM names it), and only then.
@@ -6,9 +6,6 @@
 //! The ownership tests need root (as CI runs them): they play a service user with a uid that
 //! has no name, and run the server as that uid.
 
-mod common;
-
-use common::{BIN, TempDir, cli_with_stdin, wait_until};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -17,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use testkit::{TempDir, bin, cli_with_stdin, wait_until};
 
 /// The uid and gid of the pretend service user (no entry in /etc/passwd).
 const SVC_UID: u32 = 43210;
@@ -56,7 +54,7 @@ fn service_data_dir(name: &str) -> (TempDir, PathBuf) {
 /// Starts the server as the pretend service user, stderr collected; returns the child and a
 /// receiver of its stderr lines.
 fn spawn_as_service(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(args)
         .uid(SVC_UID)
         .gid(SVC_GID)
@@ -99,7 +97,7 @@ fn user_add_as_root_gives_a_new_file_the_directory_owner_and_the_service_can_rea
     // The server, running as the directory's owner, starts and lets alice in.
     let (child, rx) =
         spawn_as_service(&["--path", data.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    let _kill = common::KillOnDrop(child);
+    let _kill = testkit::KillOnDrop(child);
     let mut seen = Vec::new();
     let addr = loop {
         match rx.recv_timeout(Duration::from_secs(20)) {
@@ -114,13 +112,13 @@ fn user_add_as_root_gives_a_new_file_the_directory_owner_and_the_service_can_rea
     };
     let status = |user: &str, pw: &str| {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        let auth = common::b64(format!("{user}:{pw}").as_bytes());
+        let auth = testkit::b64(format!("{user}:{pw}").as_bytes());
         write!(
             s,
             "POST /alice/?create=true HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
-        common::read_response(&mut BufReader::new(s), "POST").status
+        testkit::read_response(&mut BufReader::new(s), "POST").status
     };
     assert_eq!(status("alice", "pw-a"), 200);
     assert_eq!(status("alice", "wrong"), 401);
@@ -163,7 +161,7 @@ fn user_add_and_remove_as_root_keep_the_owner_of_an_existing_file() {
 /// Starts the server (as the service user when root, else as ourselves) on `data` and
 /// returns its exit code and stderr: it must refuse to start.
 fn refused_start(data: &Path) -> (i32, String) {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--path")
         .arg(data)
         .args(["--listen", "127.0.0.1:0"])
@@ -260,7 +258,7 @@ fn log_lines(journal_stream: Option<&str>, args: &[&str]) -> Vec<String> {
     let log = tmp.path().join("stderr");
     let f = fs::File::create(&log).unwrap();
     let m = f.metadata().unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--path")
         .arg(tmp.path().join("data"))
         .args(["--listen", "127.0.0.1:0", "--debug"])
@@ -278,7 +276,7 @@ fn log_lines(journal_stream: Option<&str>, args: &[&str]) -> Vec<String> {
         None => {}
     }
     let child = cmd.spawn().unwrap();
-    let mut child = common::KillOnDrop(child);
+    let mut child = testkit::KillOnDrop(child);
     let text = || fs::read_to_string(&log).unwrap_or_default();
     wait_until(20, "start-up line or exit", || {
         text().contains("start server on") || matches!(child.0.try_wait(), Ok(Some(_)))
@@ -291,13 +289,13 @@ fn log_lines(journal_stream: Option<&str>, args: &[&str]) -> Vec<String> {
     {
         // A request that fails to log in: a DEBUG line.
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        let auth = common::b64(b"nobody:wrong");
+        let auth = testkit::b64(b"nobody:wrong");
         write!(
             s,
             "GET /config HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
-        common::read_response(&mut BufReader::new(s), "GET");
+        testkit::read_response(&mut BufReader::new(s), "GET");
         wait_until(20, "debug line", || text().contains("DEBUG"));
     }
     let _ = child.0.kill();
@@ -366,7 +364,7 @@ fn the_unit_does_not_restart_on_a_configuration_error() {
         "{unit}"
     );
     let (code, err) = {
-        let out = Command::new(BIN).arg("--bogus-flag").output().unwrap();
+        let out = Command::new(bin()).arg("--bogus-flag").output().unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),

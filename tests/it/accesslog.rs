@@ -1,9 +1,8 @@
 //! README, Logs: `--log` writes Apache combined log lines, never credentials, and is reopened on
 //! SIGHUP (logrotate).
 
-mod common;
-use common::*;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn wait_for(path: &std::path::Path, needle: &str) -> String {
     let t = Instant::now();
@@ -50,7 +49,8 @@ fn combined_log_format_and_reopen_on_sighup() {
     std::fs::rename(&log, &rotated).unwrap();
     s.signal("HUP");
     s.wait_log("SIGHUP", 5);
-    std::thread::sleep(Duration::from_millis(200));
+    // Reopening creates the file again.
+    wait_until(5, "the access log is reopened", || log.exists());
     s.get("/r/keys/");
     wait_for(&log, "GET /r/keys/");
     assert!(

@@ -2,11 +2,9 @@
 //! reading is dropped once nothing has moved for 60 s, and one that reads slowly but steadily
 //! gets every byte, however long it takes.
 
-mod common;
-
-use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Stores an object of `len` pseudo-random bytes in `r/data`; returns its id.
 fn store(s: &Server, len: usize) -> String {
@@ -36,7 +34,6 @@ fn a_download_nobody_reads_is_dropped_after_the_timeout() {
         s.open_fds() <= before
     });
     let after = asked.elapsed();
-    eprintln!("dropped after {after:?}");
     assert!(
         after >= Duration::from_secs(55),
         "dropped after {after:?}: before the 60 s timeout, so not by it"

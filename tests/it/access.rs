@@ -3,11 +3,9 @@
 //! file refused at start-up and kept out on reload, `rest-server access check`, and the
 //! per-segment metrics.
 
-mod common;
-
-use common::*;
 use std::io::{BufReader, Write};
 use std::path::PathBuf;
+use testkit::*;
 
 /// The example of the issue and README.
 const EXAMPLE: &str = "\
@@ -45,6 +43,11 @@ fn htpasswd_text() -> String {
 
 /// A server with `EXAMPLE`-like rules in `<dir>/access` and the users above.
 fn start(rules: &str, extra: &[&str]) -> (Server, PathBuf) {
+    start_env(rules, extra, &[])
+}
+
+/// As `start`, with environment variables for the server.
+fn start_env(rules: &str, extra: &[&str], env: &[(&str, &str)]) -> (Server, PathBuf) {
     let dir = TempDir::new("access");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -53,7 +56,7 @@ fn start(rules: &str, extra: &[&str]) -> (Server, PathBuf) {
     std::fs::write(&file, rules).unwrap();
     let mut args = vec!["--access-file", file.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let s = Server::start_in(dir, &args);
+    let s = Server::start_in_env(dir, &args, env);
     (s, file)
 }
 
@@ -339,7 +342,8 @@ fn segment_usage_on_disk_is_counted_at_start_up() {
 
 #[test]
 fn reload_on_mtime_revokes_a_right_within_35_s() {
-    let (s, file) = start(EXAMPLE, &[]);
+    // Checked every 30 s; here every 200 ms (the test-only interval), same assertion.
+    let (s, file) = start_env(EXAMPLE, &[], &[(POLL_INTERVAL_ENV, FAST_POLL_MS)]);
     assert_eq!(
         as_user(&s, "alice", "POST", "/alice/r/?create=true", b""),
         200
@@ -348,7 +352,8 @@ fn reload_on_mtime_revokes_a_right_within_35_s() {
     std::fs::write(&file, EXAMPLE.replace(", monitor:r", "")).unwrap();
     let t = std::time::Instant::now();
     wait_until(35, "monitor loses read on alice/r", || {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Not too often: each request is a login.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         as_user(&s, "monitor", "GET", "/alice/r/keys/", b"") == 403
     });
     eprintln!("revoked after {:?}", t.elapsed());

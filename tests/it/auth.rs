@@ -2,15 +2,13 @@
 //! writes it, reload on SIGHUP and on mtime, failed reloads, proxy auth, private repos, the
 //! back-off for failed logins, the `user` subcommand, and that no log line carries a secret.
 
-mod common;
-
-use common::*;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// `htpasswd -nb FLAGS user password` (apache2-utils), as one line without the newline.
 fn htpasswd_line(flags: &[&str], user: &str, password: &str) -> String {
@@ -37,6 +35,14 @@ fn dir_with_htpasswd(name: &str, text: &str) -> (TempDir, PathBuf) {
 fn start_with(name: &str, text: &str, args: &[&str]) -> (Server, PathBuf) {
     let (dir, file) = dir_with_htpasswd(name, text);
     (Server::start_in(dir, args), file)
+}
+
+/// As `start_with`, looking at the file for changes every 200 ms instead of every 30 s (the
+/// test-only interval of src/watch.rs).
+fn start_polling(name: &str, text: &str, args: &[&str]) -> (Server, PathBuf) {
+    let (dir, file) = dir_with_htpasswd(name, text);
+    let env = [(POLL_INTERVAL_ENV, FAST_POLL_MS)];
+    (Server::start_in_env(dir, args, &env), file)
 }
 
 /// Status of `POST /<repo>/?create=true` as `user`.
@@ -157,7 +163,7 @@ fn sighup_reload_adds_and_removes_users() {
 #[test]
 fn user_add_and_remove_are_picked_up_by_a_running_server() {
     let alice = htpasswd_line(&["-B", "-C", "4"], "alice", "a-pw");
-    let (s, file) = start_with("mtime", &format!("# managed by hand\n{alice}\n"), &[]);
+    let (s, file) = start_polling("mtime", &format!("# managed by hand\n{alice}\n"), &[]);
     assert_eq!(probe(&s, "alice", "a-pw"), 404);
     let changed = Instant::now();
     let (code, out, err) = user_cmd(
@@ -175,7 +181,7 @@ fn user_add_and_remove_are_picked_up_by_a_running_server() {
             changed.elapsed() < Duration::from_secs(35),
             "alice still accepted after 35 s"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert!(changed.elapsed() < Duration::from_secs(35));
     assert_eq!(probe(&s, "bob@laptop", "b-pw"), 404);
@@ -343,8 +349,13 @@ fn failed_logins_slow_down_that_address_only() {
     let port = s.addr.rsplit_once(':').unwrap().1;
     let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
     let req = |pw: &str| s.req("GET", "/alice/config").basic("alice", pw).bytes();
-    // Alice logs in (and is cached) from the IPv4 address before the attack.
-    assert_eq!(timed_send(&v4, &req("a-pw")).0.status, 404);
+    // Alice logs in (and is cached) from the IPv4 address before the attack. That first
+    // login (one bcrypt at cost 4, uncached) is this run's baseline: on a loaded machine the
+    // upper limits below grow with it, as ratios; on an idle one they are the fixed ones.
+    let (r, base) = timed_send(&v4, &req("a-pw"));
+    assert_eq!(r.status, 404);
+    let limit =
+        |fixed_ms: u64, times_base: u32| Duration::from_millis(fixed_ms).max(base * times_base);
     let mut took = vec![];
     for _ in 0..6 {
         let (r, d) = timed_send(&v4, &req("guess"));
@@ -353,20 +364,23 @@ fn failed_logins_slow_down_that_address_only() {
         // The cached client on the same address is never slowed.
         let (r, d) = timed_send(&v4, &req("a-pw"));
         assert_eq!(r.status, 404);
-        assert!(d < Duration::from_millis(300), "cached login took {d:?}");
+        assert!(d < limit(300, 3), "cached login took {d:?}");
     }
     // 100, 200, 400, 800, 1600, 3200 ms.
     assert!(took[0] >= Duration::from_millis(100), "{took:?}");
     assert!(took[5] >= Duration::from_millis(3200), "{took:?}");
-    assert!(took[5] < Duration::from_millis(6000), "{took:?}");
+    assert!(
+        took[5] < limit(6000, 3) + Duration::from_millis(3200),
+        "{took:?}"
+    );
     // Another address: first check at once (uncached: a real bcrypt, cost 4).
     let (r, d) = timed_send(&v6, &req("a-pw"));
     assert_eq!(r.status, 404);
-    assert!(d < Duration::from_millis(500), "other address waited {d:?}");
+    assert!(d < limit(500, 5), "other address waited {d:?}");
     let (r, d) = timed_send(&v6, &req("wrong"));
     assert_eq!(r.status, 401);
     assert!(
-        d < Duration::from_millis(1000),
+        d < limit(1000, 10),
         "other address's first failure took {d:?}"
     );
     let log = s.log_text();
@@ -474,7 +488,7 @@ fn concurrent_user_adds_lose_nothing() {
     std::fs::write(&file, "# kept\n").unwrap();
     let children: Vec<_> = (0..16)
         .map(|i| {
-            let mut child = Command::new(BIN)
+            let mut child = Command::new(bin())
                 .args(["user", "add", &format!("user{i}"), "--password-stdin"])
                 .args(["--cost", "4", "--htpasswd-file", file.to_str().unwrap()])
                 .stdin(Stdio::piped())
@@ -686,7 +700,7 @@ fn user_subcommand_refuses_bad_input() {
     let out = Command::new("setsid")
         .args([
             "-w",
-            BIN,
+            bin(),
             "user",
             "add",
             "ok",
@@ -859,6 +873,15 @@ fn nat_users() -> String {
         .collect()
 }
 
+/// This run's baseline for the login-time limits below: how long `htpasswd` takes for one
+/// bcrypt line at cost 9 (the cost of `nat_users`), process start included. The limits are
+/// the fixed ones on an idle machine and grow as ratios of this on a loaded one.
+fn one_hash_at_cost_9() -> Duration {
+    let t = Instant::now();
+    htpasswd_line(&["-B", "-C", "9"], "baseline", "pw");
+    t.elapsed()
+}
+
 // docs/auth.md: many users share one address behind a NAT or a reverse proxy. While three
 // clients there guess alice's password without pause, right passwords from the same address
 // (alice's and bob's, none of them in the cache) are answered 200/404 within about one hash,
@@ -868,6 +891,7 @@ fn nat_users() -> String {
 // address nobody logged in from yet.
 #[test]
 fn guessers_behind_one_address_never_lock_out_right_passwords() {
+    let base = one_hash_at_cost_9();
     let (s, file) = start_with("nat", &nat_users(), &["--debug"]);
     assert_eq!(probe(&s, "carol", "c-pw"), 404);
     let started = Instant::now();
@@ -899,8 +923,8 @@ fn guessers_behind_one_address_never_lock_out_right_passwords() {
     );
     for d in &took {
         assert!(
-            *d < Duration::from_secs(2),
-            "a right login took {d:?}: {took:?}"
+            *d < Duration::from_secs(2).max(base * 10),
+            "a right login took {d:?}: {took:?} (one hash: {base:?})"
         );
     }
     assert!(guesses.iter().all(|&st| st == 401), "{guesses:?}");
@@ -920,6 +944,7 @@ fn guessers_behind_one_address_never_lock_out_right_passwords() {
 // once in, the address is known and further logins from it are checked at once.
 #[test]
 fn a_first_login_from_a_guessed_address_gets_in() {
+    let base = one_hash_at_cost_9();
     let (s, _) = start_with("nat-fresh", &nat_users(), &[]);
     let (stop, guessers) = start_guessers(&s.addr, 3);
     s.wait_log("failed logins in a row", 30);
@@ -928,9 +953,15 @@ fn a_first_login_from_a_guessed_address_gets_in() {
     let guesses = stop_guessers(stop, guessers);
     eprintln!("first login took {first:?}, the next {then:?}");
     assert_eq!(first[0].0, 404, "first login: {first:?}");
-    assert!(first[0].1 < Duration::from_secs(15), "{first:?}");
+    assert!(
+        first[0].1 < Duration::from_secs(15).max(base * 75),
+        "{first:?} (one hash: {base:?})"
+    );
     assert_eq!(then[0].0, 404, "{then:?}");
-    assert!(then[0].1 < Duration::from_secs(2), "{then:?}");
+    assert!(
+        then[0].1 < Duration::from_secs(2).max(base * 10),
+        "{then:?} (one hash: {base:?})"
+    );
     assert!(
         guesses.iter().all(|&st| st == 401 || st == 429),
         "{guesses:?}"
