@@ -256,9 +256,7 @@ fn the_page_shows_only_repositories_the_user_may_read() {
         }
         repo_by_hand(&s.data, "shared/docs", Duration::from_secs(60));
         s.signal("HUP");
-        wait_until(20, "the shared repository", || {
-            page(&s, Some(("bob", "b-pw"))).text().contains("shared/docs")
-        });
+        s.wait_log("Inventory: 3 repositories", 20);
         let alice = page(&s, Some(("alice", "a-pw")));
         assert_eq!(alice.status, 200);
         let html = alice.text();
@@ -362,10 +360,10 @@ fn the_alert_rule_in_the_docs_fires_on_our_output() {
         r#"rule_files: [rules.yml]
 evaluation_interval: 1m
 tests:
-  - interval: 1h
+  - interval: 1m
     input_series:
       - series: '{series}'
-        values: '0x30'
+        values: '0x1700'
     alert_rule_test:
       - eval_time: 27h
         alertname: ResticBackupStale
@@ -374,10 +372,10 @@ tests:
             exp_annotations:
               summary: "No restic snapshot in 26 h for repository /alice/laptop"
               description: "The newest snapshot of /alice/laptop on  is 1d 3h 0m 0s old."
-  - interval: 1h
+  - interval: 1m
     input_series:
       - series: '{series}'
-        values: '93600x30'
+        values: '93600x1700'
     alert_rule_test:
       - eval_time: 27h
         alertname: ResticBackupStale
