@@ -69,8 +69,8 @@ fn may_read(st: &State, user: Option<&str>, name: &str) -> bool {
 }
 
 /// The quota that applies to a repository: its first segment's `[quotas]` limit, else
-/// `--max-size`. (used, limit).
-fn quota_of(st: &State, name: &str) -> Option<(u64, u64)> {
+/// `--max-size`: (what, used, limit).
+fn quota_of(st: &State, name: &str) -> Option<(String, u64, u64)> {
     let q = st.quota.as_ref()?;
     let report = q.report();
     if let (Some(access), Some(seg)) = (&st.access, name.split('/').next())
@@ -82,9 +82,9 @@ fn quota_of(st: &State, name: &str) -> Option<(u64, u64)> {
             .iter()
             .find(|(n, _, _)| n == seg)
             .map_or(0, |s| s.1);
-        return Some((used, limit));
+        return Some((format!("/{seg}"), used, limit));
     }
-    Some((report.used, q.limit()?))
+    Some(("everything".to_owned(), report.used, q.limit()?))
 }
 
 fn render(
@@ -104,7 +104,7 @@ fn render(
         ".r{border:1px solid #ddd;border-radius:6px;padding:.5em .7em;margin:.5em 0}",
         ".n{font-weight:600;word-break:break-all}",
         ".m{color:#555;font-size:.92em}",
-        ".age{font-weight:600;padding:0 .35em;border-radius:4px;color:#fff}",
+        ".age{white-space:nowrap;font-weight:600;padding:0 .35em;border-radius:4px;color:#fff}",
         ".fresh{background:#2e7d32}.old{background:#b26a00}.stale{background:#c62828}",
         ".bar{height:.5em;background:#eee;border-radius:3px;margin-top:.3em;overflow:hidden}",
         ".bar i{display:block;height:100%;background:#1565c0}",
@@ -122,9 +122,10 @@ fn render(
         out.push_str("</div><div class=m>");
         let _ = write!(
             out,
-            "{} &middot; {} objects &middot; {} snapshot{} &middot; ",
+            "{} &middot; {} object{} &middot; {} snapshot{} &middot; ",
             human_bytes(s.total_bytes()),
             s.total_objects(),
+            if s.total_objects() == 1 { "" } else { "s" },
             s.snapshots(),
             if s.snapshots() == 1 { "" } else { "s" }
         );
@@ -145,12 +146,14 @@ fn render(
             None => out.push_str("<span class=\"age stale\">no snapshot</span>"),
         }
         out.push_str("</div>");
-        if let Some((used, limit)) = quota_of(st, name) {
+        if let Some((of, used, limit)) = quota_of(st, name) {
             let pct = crate::cmd::status::percent(used, limit);
             let full = if pct >= 90 { " class=full" } else { "" };
+            out.push_str("<div class=m>quota of ");
+            escape(&mut out, &of);
             let _ = write!(
                 out,
-                "<div class=m>quota {pct}% of {}</div><div class=bar><i{full} style=\"width:{}%\"></i></div>",
+                ": {pct}% of {}</div><div class=bar><i{full} style=\"width:{}%\"></i></div>",
                 human_bytes(limit),
                 pct.min(100)
             );

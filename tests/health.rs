@@ -173,24 +173,29 @@ fn restic_snapshots_match_metrics_status_and_page_then_forget_prune_and_a_copied
     );
     let (code, lines, _) = run_cli(&["status", "--path", &data]);
     assert_eq!(code, 0);
-    assert!(lines.contains("/alice/laptop") && lines.contains("2 snapshots"), "{lines}");
+    assert!(
+        lines.contains("/alice/laptop") && lines.contains("2 snapshots"),
+        "{lines}"
+    );
 
     let p = page(&s, None);
     assert_eq!(p.status, 200);
     assert_eq!(p.header("content-type"), Some("text/html; charset=utf-8"));
     let html = p.text();
     assert!(html.len() < 20 * 1024, "{} bytes", html.len());
-    assert!(html.contains("/alice/laptop") && html.contains("2 snapshots"), "{html}");
+    assert!(
+        html.contains("/alice/laptop") && html.contains("2 snapshots"),
+        "{html}"
+    );
     assert!(html.contains("class=\"age fresh\""), "{html}");
 
-    restic(
-        dir.path(),
-        &url,
-        &["forget", "--keep-last", "1", "--prune"],
-    );
+    restic(dir.path(), &url, &["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(restic_snapshot_times(dir.path(), &url).len(), 1);
     let m = metrics(&s);
-    assert_eq!(sample(&m, &format!("rest_server_repo_snapshots{repo}")), Some(1.0));
+    assert_eq!(
+        sample(&m, &format!("rest_server_repo_snapshots{repo}")),
+        Some(1.0)
+    );
     let (_, json, _) = run_cli(&["status", "--path", &data, "--json"]);
     assert_eq!(status_field(&json, "/alice/laptop", "snapshots"), Some(1));
     assert!(page(&s, None).text().contains("1 snapshot "));
@@ -204,13 +209,22 @@ fn restic_snapshots_match_metrics_status_and_page_then_forget_prune_and_a_copied
         metrics(&s).contains("rest_server_repo_snapshots{repo=\"old\"} 1")
     });
     let html = page(&s, None).text();
-    assert!(html.contains("/x&lt;b&gt;y") && !html.contains("x<b>"), "{html}");
-    assert!(html.contains("10 days ago") && html.contains("age stale"), "{html}");
+    assert!(
+        html.contains("/x&lt;b&gt;y") && !html.contains("x<b>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("10 days ago") && html.contains("age stale"),
+        "{html}"
+    );
 
     // --stale: exit 1 naming the stale repository only.
     let (code, _, err) = run_cli(&["status", "--path", &data, "--stale", "26h"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("/old (10 days ago)") && !err.contains("laptop"), "{err}");
+    assert!(
+        err.contains("/old (10 days ago)") && !err.contains("laptop"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     let (code, _, err) = run_cli(&["status", "--path", &data, "--stale", "11d"]);
     assert_eq!(code, 0, "{err}");
@@ -325,8 +339,8 @@ fn status_command_line() {
 
 #[test]
 fn the_alert_rule_in_the_docs_fires_on_our_output() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
-        .unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
     let rules = doc
         .split("```yaml\ngroups:")
         .nth(1)
@@ -336,7 +350,11 @@ fn the_alert_rule_in_the_docs_fires_on_our_output() {
     std::fs::create_dir_all(d.path()).unwrap();
     std::fs::write(d.path().join("rules.yml"), format!("groups:{rules}")).unwrap();
     promtool(
-        &["check", "rules", d.path().join("rules.yml").to_str().unwrap()],
+        &[
+            "check",
+            "rules",
+            d.path().join("rules.yml").to_str().unwrap(),
+        ],
         None,
     );
 
@@ -344,7 +362,10 @@ fn the_alert_rule_in_the_docs_fires_on_our_output() {
     let s = Server::start(&["--prometheus"]);
     s.create_repo("alice/laptop");
     let body = b"snapshot";
-    let r = s.post(&format!("/alice/laptop/snapshots/{}", sha256_hex(body)), body);
+    let r = s.post(
+        &format!("/alice/laptop/snapshots/{}", sha256_hex(body)),
+        body,
+    );
     assert_eq!(r.status, 200);
     let m = metrics(&s);
     let line = m

@@ -129,9 +129,13 @@ impl Inventory {
 /// The mtime of the newest snapshot in `repo_dir/snapshots` (blocking).
 pub(crate) fn newest_snapshot(repo_dir: &Path) -> Option<u64> {
     let mut newest = None;
-    each_object(&repo_dir.join(Kind::Snapshots.as_str()), false, &mut |_, t| {
-        newest = newest.max(t);
-    });
+    each_object(
+        &repo_dir.join(Kind::Snapshots.as_str()),
+        false,
+        &mut |_, t| {
+            newest = newest.max(t);
+        },
+    );
     newest
 }
 
@@ -145,10 +149,8 @@ fn walk(root: &Path) -> HashMap<String, RepoStats> {
 }
 
 fn visit(dir: &Path, segments: Vec<String>, found: &mut HashMap<String, RepoStats>) {
-    let is_repo = dir.join("config").is_file()
-        || Kind::ALL
-            .iter()
-            .any(|k| dir.join(k.as_str()).is_dir());
+    let is_repo =
+        dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir());
     if is_repo {
         if let Some(repo) = RepoPath::new(segments) {
             found.insert(repo.joined(), stats_of(dir));
@@ -188,11 +190,15 @@ fn stats_of(dir: &Path) -> RepoStats {
         let i = index(kind);
         let (objects, bytes) = (&mut s.objects[i], &mut s.bytes[i]);
         let mut newest = None;
-        each_object(&dir.join(kind.as_str()), kind == Kind::Data, &mut |len, t| {
-            *objects += 1;
-            *bytes += len;
-            newest = newest.max(t);
-        });
+        each_object(
+            &dir.join(kind.as_str()),
+            kind == Kind::Data,
+            &mut |len, t| {
+                *objects += 1;
+                *bytes += len;
+                newest = newest.max(t);
+            },
+        );
         s.newest_upload = s.newest_upload.max(newest);
         if kind == Kind::Snapshots {
             s.newest_snapshot = newest;
