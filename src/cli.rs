@@ -119,8 +119,9 @@ Other:
 Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accept
 --flag=true / --flag=false.
 
-Signals: SIGHUP reloads the htpasswd file, the access file and the TLS certificate and key, and reopens the
---log file; SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
+Signals: SIGHUP reloads the htpasswd file, the access file and the TLS certificate and key,
+reopens the --log file and counts the repositories again (picks up ones copied in or removed
+by hand); SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
 exit.
 ";
 

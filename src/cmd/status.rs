@@ -335,6 +335,13 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_every_flag() {
+        for (name, _) in STATUS.flags {
+            assert!(STATUS_HELP.contains(&format!("--{name}")), "misses --{name}");
+        }
+    }
+
+    #[test]
     fn json_strings_are_escaped() {
         let mut s = String::new();
         json_str(&mut s, "a\"b\\c\n");
