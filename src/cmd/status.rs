@@ -337,7 +337,10 @@ mod tests {
     #[test]
     fn help_lists_every_flag() {
         for (name, _) in STATUS.flags {
-            assert!(STATUS_HELP.contains(&format!("--{name}")), "misses --{name}");
+            assert!(
+                STATUS_HELP.contains(&format!("--{name}")),
+                "misses --{name}"
+            );
         }
     }
 
