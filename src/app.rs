@@ -210,6 +210,12 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     } else if cfg.prometheus_no_auth {
         log::warn!("--prometheus-no-auth has no effect without --prometheus");
     }
+    if cfg.status_page {
+        log::info!("Status page at / for browsers (Accept: text/html), readable repositories only");
+    }
+    if cfg.prometheus && !cfg.repo_metrics {
+        log::info!("Per-repository metrics disabled (--no-repo-metrics)");
+    }
     if let Some(cli::LogTarget::File(p)) = &cfg.log {
         log::info!("Access log: {}", p.display());
     }

@@ -203,9 +203,10 @@ async fn serve(
             Ok(res)
         }
         Op::Save(file) => match save(st, &repo, &file, req).await {
-            Ok(len) => {
+            Ok((len, new)) => {
                 match &file {
-                    RepoFile::Object(kind, _) => st.inventory.stored(&repo, *kind, len),
+                    RepoFile::Object(kind, _) if new => st.inventory.stored(&repo, *kind, len),
+                    RepoFile::Object(..) => {}
                     RepoFile::Config => st.inventory.created(&repo),
                 }
                 count(st, user, &repo, &file, BlobOp::Write, len);
@@ -382,13 +383,14 @@ async fn get(
     Ok(res)
 }
 
-/// Stores an upload; returns the body length.
+/// Stores an upload; returns the body length and whether a new object now exists (not a
+/// retry of one that was there already: the inventory counts each object once).
 async fn save(
     st: &State,
     repo: &RepoPath,
     file: &RepoFile,
     req: &mut Request,
-) -> Result<u64, Error> {
+) -> Result<(u64, bool), Error> {
     let path = path_of(st, repo, file);
     // The Content-Length (hyper has checked it is one plain number); `None` when chunked.
     let declared = req.body().size_hint().exact();
@@ -405,7 +407,7 @@ async fn save(
         Some(Occupant::File(size)) if verify && declared == Some(size) => {
             let got = upload::hash_body(req.body_mut(), declared, &st.uploads).await?;
             if got.sha256.as_deref() == expected {
-                return Ok(got.len);
+                return Ok((got.len, false));
             }
             return Err(Error::Exists);
         }
@@ -439,17 +441,20 @@ async fn save(
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }
-    match temp.commit(&st.repos, reservation).await? {
-        Stored::New => {}
+    let new = match temp.commit(&st.repos, reservation).await? {
+        Stored::New => true,
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours, if it is a regular file of our length
         // (not something else that appeared under the name meanwhile).
         Stored::AlreadyThere
-            if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) => {}
+            if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) =>
+        {
+            false
+        }
         Stored::AlreadyThere => return Err(Error::Exists),
-    }
+    };
     log::debug!("stored {} bytes in /{}", got.len, escape(&repo.joined()));
-    Ok(got.len)
+    Ok((got.len, new))
 }
 
 /// With an access file, the first path segment of `repo` and its limit (a repository at
