@@ -7,7 +7,7 @@ use crate::accesslog::AccessLog;
 use crate::auth::Auth;
 use crate::cli::{self, Config, LogTarget};
 use crate::metrics::Metrics;
-use crate::storage::inventory::Inventory;
+use crate::storage::inventory::{self, Inventory};
 use crate::storage::quota::Quota;
 use crate::storage::repo::Repos;
 use crate::storage::upload::{self, Turns};
@@ -224,35 +224,40 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     }
 }
 
-/// Walks the data directory for the per-repository inventory, in the background (at start-up
-/// and on SIGHUP; storage/inventory.rs).
+/// SIGHUP: walks the data directory again for the per-repository inventory (repositories
+/// copied in or removed by hand), in the background. The quota is kept by uploads and deletes
+/// and not counted again.
 pub(crate) fn take_inventory(state: &State) {
-    let inv = state.inventory.clone();
-    let root = state.repos.root().to_owned();
-    smol::unblock(move || {
-        let t = Instant::now();
-        let n = inv.tally(&root);
-        let ms = t.elapsed().as_millis();
-        log::info!("Inventory: {n} repositories (counted in {ms} ms)");
-    })
-    .detach();
+    walk_data_dir(state, false);
 }
 
-/// `--max-size` or `--access-file`: counts what the data directory holds, in the background
-/// (a big tree on a slow disk takes a while; uploads that a limit applies to wait for it,
-/// everything else is served meanwhile: storage/quota.rs).
+/// At start-up: one walk of the data directory, in the background, for the per-repository
+/// inventory and, with `--max-size` or `--access-file`, the usage (a big tree on a slow disk
+/// takes a while; uploads that a limit applies to wait for it, everything else is served
+/// meanwhile: storage/quota.rs, storage/inventory.rs).
 pub(crate) fn count_usage(state: &State) {
-    let Some(q) = state.quota.clone() else {
-        return;
-    };
+    walk_data_dir(state, true);
+}
+
+fn walk_data_dir(state: &State, for_quota: bool) {
+    let inv = state.inventory.clone();
+    let quota = state.quota.clone().filter(|_| for_quota);
     let root = state.repos.root().to_owned();
     smol::unblock(move || {
         let t = Instant::now();
-        let used = q.tally(&root);
+        let walked = inventory::walk(&root);
         let ms = t.elapsed().as_millis();
-        match q.limit() {
-            Some(limit) => log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)"),
-            None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+        let n = inv.replace(walked.repos);
+        log::info!("Inventory: {n} repositories (counted in {ms} ms)");
+        if let Some(q) = quota {
+            let used = walked.total;
+            q.add_tally(walked.total, walked.segments);
+            match q.limit() {
+                Some(limit) => {
+                    log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)")
+                }
+                None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+            }
         }
     })
     .detach();

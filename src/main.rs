@@ -91,7 +91,6 @@ fn main() -> ExitCode {
     }
     app::announce(&cfg, &state);
     app::count_usage(&state);
-    app::take_inventory(&state);
     match http::server::run(&cfg, state, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

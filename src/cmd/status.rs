@@ -141,7 +141,7 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
         Err(e) => return fail(format!("access file: {e}")),
     };
     let inv = Inventory::default();
-    inv.tally(&cmd.path);
+    inv.replace(inventory::walk(&cmd.path).repos);
     let repos = inv.report();
     let rows = rows(repos, rules.as_ref(), cmd.max_size);
     let now = inventory::now();

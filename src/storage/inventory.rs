@@ -65,12 +65,10 @@ pub(crate) fn now() -> u64 {
 }
 
 impl Inventory {
-    /// Walks `root` (blocking; run it on a blocking thread) and replaces what was known.
-    /// Returns the number of repositories found.
-    pub(crate) fn tally(&self, root: &Path) -> usize {
-        let found = walk(root);
-        let n = found.len();
-        *self.repos.locked() = found;
+    /// Replaces what was known with what a [`walk`] found. Returns the number of repositories.
+    pub(crate) fn replace(&self, repos: HashMap<String, RepoStats>) -> usize {
+        let n = repos.len();
+        *self.repos.locked() = repos;
         n
     }
 
@@ -129,110 +127,143 @@ impl Inventory {
 /// The mtime of the newest snapshot in `repo_dir/snapshots` (blocking).
 pub(crate) fn newest_snapshot(repo_dir: &Path) -> Option<u64> {
     let mut newest = None;
-    each_object(
-        &repo_dir.join(Kind::Snapshots.as_str()),
-        false,
-        &mut |_, t| {
-            newest = newest.max(t);
-        },
-    );
+    each_object(&repo_dir.join(Kind::Snapshots.as_str()), &mut |t| {
+        newest = newest.max(t);
+    });
     newest
 }
 
-/// Finds the repositories below `root`: a directory with a `config` file or a type
-/// directory is a repository; otherwise its subdirectories are looked at, down to the
-/// deepest repo path the server serves.
-fn walk(root: &Path) -> HashMap<String, RepoStats> {
-    let mut found = HashMap::new();
-    visit(root, Vec::new(), &mut found);
-    found
+/// What one walk of the data directory finds: the repositories, and for the quota the bytes
+/// of every regular file below the root, in total and per first path segment.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    pub repos: HashMap<String, RepoStats>,
+    pub total: u64,
+    /// Bytes below each top-level directory that is not a type directory of a repository at
+    /// the root.
+    pub segments: HashMap<String, u64>,
 }
 
-fn visit(dir: &Path, segments: Vec<String>, found: &mut HashMap<String, RepoStats>) {
-    let is_repo =
-        dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir());
-    if is_repo {
-        if let Some(repo) = RepoPath::new(segments) {
-            found.insert(repo.joined(), stats_of(dir));
-        }
-        return;
-    }
-    if segments.len() >= MAX_REPO_DEPTH {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        if !e.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let Ok(name) = e.file_name().into_string() else {
-            continue;
-        };
+/// Where a directory is, for the walk.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Not inside a repository (yet).
+    Outside,
+    /// A repository's own directory.
+    Repo,
+    /// A type directory (or `data/XX`, `nested`) of a repository.
+    Type(Kind, bool),
+    /// Anything else inside a repository: counted for the quota only.
+    Other,
+}
+
+/// The one walk of the data directory (blocking; run it on a blocking thread): every regular
+/// file is counted for the quota, and the repositories found on the way (a directory with a
+/// `config` file or a type directory, down to the deepest repo path the server serves) get
+/// their objects counted. Unreadable parts count as empty.
+pub(crate) fn walk(root: &Path) -> Walked {
+    let mut w = Walked::default();
+    visit(root, &mut Vec::new(), Place::Outside, None, &mut w);
+    w
+}
+
+fn is_repo(dir: &Path) -> bool {
+    dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir())
+}
+
+/// `path`: the names from the root to `dir`; `repo`: the key of the repository `dir` is in.
+fn visit(dir: &Path, path: &mut Vec<String>, place: Place, repo: Option<&str>, w: &mut Walked) {
+    let (place, key) = match place {
         // Hidden directories (.git, editor state) are no repositories.
-        if name.starts_with('.') {
-            continue;
+        Place::Outside
+            if path.len() <= MAX_REPO_DEPTH
+                && !path.iter().any(|n| n.starts_with('.'))
+                && is_repo(dir) =>
+        {
+            match RepoPath::new(path.clone()) {
+                Some(r) => (Place::Repo, Some(r.joined())),
+                None => (Place::Outside, None),
+            }
         }
-        let mut next = segments.clone();
-        next.push(name);
-        // The one repo-path rule: what a URL could not name is no repository.
-        if RepoPath::new(next.clone()).is_some() {
-            visit(&e.path(), next, found);
-        }
+        p => (p, repo.map(str::to_owned)),
+    };
+    if let (Place::Repo, Some(k)) = (place, &key) {
+        w.repos.entry(k.clone()).or_default();
     }
-}
-
-/// Counts one repository's objects (blocking).
-fn stats_of(dir: &Path) -> RepoStats {
-    let mut s = RepoStats::default();
-    for kind in Kind::ALL {
-        let i = index(kind);
-        let (objects, bytes) = (&mut s.objects[i], &mut s.bytes[i]);
-        let mut newest = None;
-        each_object(
-            &dir.join(kind.as_str()),
-            kind == Kind::Data,
-            &mut |len, t| {
-                *objects += 1;
-                *bytes += len;
-                newest = newest.max(t);
-            },
-        );
-        s.newest_upload = s.newest_upload.max(newest);
-        if kind == Kind::Snapshots {
-            s.newest_snapshot = newest;
-        }
-    }
-    s
-}
-
-/// Calls `f(size, mtime)` for each object (a regular file named by a valid id) in a type
-/// directory; for `data`, in its `XX/` subdirectories.
-fn each_object(dir: &Path, nested: bool, f: &mut dyn FnMut(u64, Option<u64>)) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let Ok(t) = e.file_type() else { continue };
-        if nested {
-            if t.is_dir() {
-                each_object(&e.path(), false, f);
-            }
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if t.is_dir() {
+            let inner = match place {
+                Place::Repo => Kind::parse(&name).map_or(Place::Other, |k| Place::Type(k, false)),
+                Place::Type(Kind::Data, false) => Place::Type(Kind::Data, true),
+                Place::Type(..) | Place::Other => Place::Other,
+                Place::Outside => Place::Outside,
+            };
+            path.push(name.into_owned());
+            visit(&e.path(), path, inner, key.as_deref(), w);
+            path.pop();
             continue;
         }
+        if !t.is_file() {
+            continue;
+        }
+        let Ok(m) = e.metadata() else { continue };
+        let len = m.len();
+        w.total += len;
+        // A top-level directory is a first segment, unless it belongs to a repository at the
+        // root (its data/, keys/, ... directories).
+        if let Some(first) = path.first()
+            && Kind::parse(first).is_none()
+        {
+            *w.segments.entry(first.clone()).or_default() += len;
+        }
+        let Place::Type(kind, nested) = place else {
+            continue;
+        };
+        if nested != (kind == Kind::Data) || !ObjectId::is_valid(&name) {
+            continue;
+        }
+        let Some(s) = key.as_ref().and_then(|k| w.repos.get_mut(k)) else {
+            continue;
+        };
+        let mtime = mtime(&m);
+        let i = index(kind);
+        s.objects[i] += 1;
+        s.bytes[i] += len;
+        s.newest_upload = s.newest_upload.max(mtime);
+        if kind == Kind::Snapshots {
+            s.newest_snapshot = s.newest_snapshot.max(mtime);
+        }
+    }
+}
+
+/// Calls `f(mtime)` for each object (a regular file named by a valid id) in a type directory
+/// other than `data`.
+fn each_object(dir: &Path, f: &mut dyn FnMut(Option<u64>)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
         if !t.is_file() || !e.file_name().to_str().is_some_and(ObjectId::is_valid) {
             continue;
         }
         if let Ok(m) = e.metadata() {
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
-            f(m.len(), mtime);
+            f(mtime(&m));
         }
     }
+}
+
+fn mtime(m: &std::fs::Metadata) -> Option<u64> {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
 }
 
 /// A size for people: "0 B", "512 B", "1.5 KiB", "12.3 GiB".
@@ -282,12 +313,18 @@ mod tests {
         }
         std::fs::create_dir_all(dir.join("carol/x/y/snapshots")).unwrap();
         let inv = Inventory::default();
-        // The root is a repository: nothing below it is looked at.
-        assert_eq!(inv.tally(&dir), 1);
+        // The root is a repository: nothing below it is one, but every file counts for the
+        // quota, and data/ and snapshots/ are the root repository's, no segments.
+        let w = walk(&dir);
+        assert_eq!(w.total, 3 * (1 + 10 + 3 + 3));
+        let mut segs: Vec<_> = w.segments.into_iter().collect();
+        segs.sort();
+        assert_eq!(segs, [("alice".into(), 17), ("bob".into(), 17)]);
+        assert_eq!(inv.replace(w.repos), 1);
         std::fs::remove_file(dir.join("config")).unwrap();
         std::fs::remove_dir_all(dir.join("data")).unwrap();
         std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
-        assert_eq!(inv.tally(&dir), 2, "{:?}", inv.report());
+        assert_eq!(inv.replace(walk(&dir).repos), 2, "{:?}", inv.report());
         let r = inv.report();
         assert_eq!(r[0].0, "alice");
         assert_eq!(r[1].0, "bob/laptop");
