@@ -3,7 +3,8 @@
 //! `rest-server status` (docs/metrics.md, README "Is every backup fresh?").
 //!
 //! No restic key is needed: a snapshot is one file under `snapshots/`, and its mtime is the
-//! time the backup finished. The tree is walked once at start-up on a background thread and
+//! time the backup finished. The tree is walked once at start-up on a background thread (the
+//! same walk counts the quota's usage, storage/quota.rs) and
 //! again on SIGHUP (repositories copied in or removed by hand); between walks every stored
 //! upload and every delete updates the counts, so no request ever walks the tree. Deleting a
 //! snapshot re-reads that one repository's `snapshots/` directory (a few hundred entries) to

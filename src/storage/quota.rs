@@ -11,7 +11,9 @@
 //! usage is tracked for every first segment whenever there is an access file, so a limit added
 //! later starts from the true usage. A reservation keeps the limit it was made under.
 //!
-//! The start-up tally walks the tree on a background thread; serving starts at once. Uploads
+//! The start-up tally is the one walk of the data directory (`storage/inventory.rs`, `walk`,
+//! which counts the repositories' objects on the same pass), on a background thread; serving
+//! starts at once. Uploads
 //! that some limit applies to wait for the tally (an upload checked against a half-counted
 //! total could overshoot); reads, lists and deletes never do. Files created or deleted while
 //! the walk runs may be counted twice or not subtracted: the error is small and always on the
