@@ -7,6 +7,7 @@ use crate::accesslog::AccessLog;
 use crate::auth::Auth;
 use crate::cli::{self, Config, LogTarget};
 use crate::metrics::Metrics;
+use crate::storage::inventory::{self, Inventory};
 use crate::storage::quota::Quota;
 use crate::storage::repo::Repos;
 use crate::storage::upload::{self, Turns};
@@ -45,6 +46,16 @@ pub(crate) struct State {
     pub metrics_no_auth: bool,
     /// Turns to write a chunk of an upload (`storage/upload.rs`).
     pub uploads: Turns,
+    /// Objects, bytes and snapshot times per repository (`storage/inventory.rs`).
+    pub inventory: Arc<Inventory>,
+    /// Not `--no-repo-metrics`.
+    pub repo_metrics: bool,
+    /// Not `--no-status-page`.
+    pub status_page: bool,
+    /// When the server started, for the status page's uptime.
+    pub started: Instant,
+    /// The TLS certificate's SHA-256 fingerprint, when TLS is on (shown on the status page).
+    pub tls_fingerprint: Option<String>,
 }
 
 impl State {
@@ -86,6 +97,11 @@ impl State {
             metrics: cfg.prometheus.then(Metrics::new),
             metrics_no_auth: cfg.prometheus_no_auth,
             uploads: Turns::new(upload::MAX_WRITERS),
+            inventory: Arc::new(Inventory::default()),
+            repo_metrics: cfg.repo_metrics,
+            status_page: cfg.status_page,
+            started: Instant::now(),
+            tls_fingerprint: None,
         })
     }
 
@@ -100,14 +116,19 @@ impl State {
         if let Some(log) = &self.access_log {
             log.reopen();
         }
+        // Repositories copied in or removed by hand.
+        take_inventory(self);
     }
 }
 
+/// TLS as started, and the certificate's fingerprint (for the status page).
+pub(crate) type StartedTls = (Option<Arc<crate::http::server::Tls>>, Option<String>);
+
 /// `--tls`: generates the pair if asked, loads it and says what is on.
 #[cfg(feature = "tls")]
-pub(crate) fn start_tls(cfg: &Config) -> Result<Option<Arc<crate::http::server::Tls>>, String> {
+pub(crate) fn start_tls(cfg: &Config) -> Result<StartedTls, String> {
     let Some(tls_cfg) = &cfg.tls else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let (tls, loaded) = crate::http::tls::Tls::start(tls_cfg)?;
     for line in tls.describe() {
@@ -117,12 +138,12 @@ pub(crate) fn start_tls(cfg: &Config) -> Result<Option<Arc<crate::http::server::
     for w in loaded.warnings {
         log::warn!("{w}");
     }
-    Ok(Some(Arc::new(tls)))
+    Ok((Some(Arc::new(tls)), Some(loaded.fingerprint)))
 }
 
 #[cfg(not(feature = "tls"))]
-pub(crate) fn start_tls(_: &Config) -> Result<Option<Arc<crate::http::server::Tls>>, String> {
-    Ok(None)
+pub(crate) fn start_tls(_: &Config) -> Result<StartedTls, String> {
+    Ok((None, None))
 }
 
 /// One start-up line per fact, as the Go server prints them.
@@ -189,6 +210,12 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     } else if cfg.prometheus_no_auth {
         log::warn!("--prometheus-no-auth has no effect without --prometheus");
     }
+    if cfg.status_page {
+        log::info!("Status page at / for browsers (Accept: text/html), readable repositories only");
+    }
+    if cfg.prometheus && !cfg.repo_metrics {
+        log::info!("Per-repository metrics disabled (--no-repo-metrics)");
+    }
     if let Some(cli::LogTarget::File(p)) = &cfg.log {
         log::info!("Access log: {}", p.display());
     }
@@ -197,21 +224,40 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     }
 }
 
-/// `--max-size` or `--access-file`: counts what the data directory holds, in the background
-/// (a big tree on a slow disk takes a while; uploads that a limit applies to wait for it,
-/// everything else is served meanwhile: storage/quota.rs).
+/// SIGHUP: walks the data directory again for the per-repository inventory (repositories
+/// copied in or removed by hand), in the background. The quota is kept by uploads and deletes
+/// and not counted again.
+pub(crate) fn take_inventory(state: &State) {
+    walk_data_dir(state, false);
+}
+
+/// At start-up: one walk of the data directory, in the background, for the per-repository
+/// inventory and, with `--max-size` or `--access-file`, the usage (a big tree on a slow disk
+/// takes a while; uploads that a limit applies to wait for it, everything else is served
+/// meanwhile: storage/quota.rs, storage/inventory.rs).
 pub(crate) fn count_usage(state: &State) {
-    let Some(q) = state.quota.clone() else {
-        return;
-    };
+    walk_data_dir(state, true);
+}
+
+fn walk_data_dir(state: &State, for_quota: bool) {
+    let inv = state.inventory.clone();
+    let quota = state.quota.clone().filter(|_| for_quota);
     let root = state.repos.root().to_owned();
     smol::unblock(move || {
         let t = Instant::now();
-        let used = q.tally(&root);
+        let walked = inventory::walk(&root);
         let ms = t.elapsed().as_millis();
-        match q.limit() {
-            Some(limit) => log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)"),
-            None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+        let n = inv.replace(walked.repos);
+        log::info!("Inventory: {n} repositories (counted in {ms} ms)");
+        if let Some(q) = quota {
+            let used = walked.total;
+            q.add_tally(walked.total, walked.segments);
+            match q.limit() {
+                Some(limit) => {
+                    log::info!("Quota: {used} of {limit} bytes used (counted in {ms} ms)")
+                }
+                None => log::info!("Usage: {used} bytes (counted in {ms} ms)"),
+            }
         }
     })
     .detach();

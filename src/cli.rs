@@ -100,6 +100,16 @@ Metrics:
       --prometheus                serve Prometheus metrics at /metrics (needs authentication;
                                   with --private-repos only the user \"metrics\" may read it)
       --prometheus-no-auth        serve /metrics without authentication
+      --no-repo-metrics           leave the per-repository series (objects, bytes,
+                                  snapshots, newest snapshot time) out of /metrics
+
+Status:
+      --no-status-page            GET / from a browser answers 404 as usual instead of the
+                                  status page of the repositories the user may read
+  rest-server status --path DIR   one line per repository: size, objects, snapshots, age of
+                                  the newest snapshot, quota used; --json, --stale 26h (exit 1
+                                  naming the repositories whose newest snapshot is older),
+                                  --access-file FILE, --max-size SIZE (see status --help)
 
 Other:
       --cpu-profile FILE          accepted for compatibility with the Go server; ignored
@@ -109,8 +119,9 @@ Other:
 Flags take their value as --flag VALUE or --flag=VALUE; boolean flags also accept
 --flag=true / --flag=false.
 
-Signals: SIGHUP reloads the htpasswd file, the access file and the TLS certificate and key, and reopens the
---log file; SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
+Signals: SIGHUP reloads the htpasswd file, the access file and the TLS certificate and key,
+reopens the --log file and counts the repositories again (picks up ones copied in or removed
+by hand); SIGINT and SIGTERM stop accepting connections, let requests in flight finish and
 exit.
 ";
 
@@ -171,6 +182,10 @@ pub(crate) struct Config {
     pub cpu_profile_ignored: bool,
     pub prometheus: bool,
     pub prometheus_no_auth: bool,
+    /// Not `--no-repo-metrics`: per-repository series in `/metrics`.
+    pub repo_metrics: bool,
+    /// Not `--no-status-page`: `GET /` from a browser answers the status page.
+    pub status_page: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +193,8 @@ pub(crate) enum Command {
     Serve(Box<Config>),
     /// `rest-server user ...`: manage the htpasswd file (parsed in `cmd/user.rs`).
     User(crate::cmd::user::UserCommand),
+    /// `rest-server status ...`: per-repository health of a data directory (`cmd/status.rs`).
+    Status(crate::cmd::status::StatusCommand),
     /// `rest-server access check USER REPO --access-file FILE`.
     AccessCheck {
         file: PathBuf,
@@ -213,6 +230,8 @@ const FLAGS: &[(&str, Arity)] = &[
     ("cpu-profile", Arity::Value),
     ("prometheus", Arity::Bool),
     ("prometheus-no-auth", Arity::Bool),
+    ("no-repo-metrics", Arity::Bool),
+    ("no-status-page", Arity::Bool),
     ("help", Arity::Bool),
     ("version", Arity::Bool),
 ];
@@ -230,6 +249,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
     let mut args = args.into_iter().peekable();
     if args.next_if(|a| a == "user").is_some() {
         return crate::cmd::user::parse(args).map(Command::User);
+    }
+    if args.next_if(|a| a == "status").is_some() {
+        return crate::cmd::status::parse(args).map(Command::Status);
     }
     if args.next_if(|a| a == "access").is_some() {
         return parse_access(args);
@@ -293,6 +315,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         cpu_profile_ignored: value("cpu-profile").is_some(),
         prometheus: flag("prometheus"),
         prometheus_no_auth: flag("prometheus-no-auth"),
+        repo_metrics: !flag("no-repo-metrics"),
+        status_page: !flag("no-status-page"),
     })))
 }
 

@@ -12,6 +12,7 @@ use crate::http::body::{Body, Response};
 use crate::http::{Range, parse_basic, parse_range, query_value, status_response};
 use crate::metrics::{self, BlobOp, ProcessStats, Rejected};
 use crate::route::{self, Op, Route};
+use crate::storage::inventory;
 use crate::storage::names::{Kind, RepoFile, RepoPath};
 use crate::storage::quota::SegmentLimit;
 use crate::storage::repo::{Occupant, Repos};
@@ -121,12 +122,12 @@ fn check_head(req: &Request) -> Result<(), Error> {
 }
 
 /// A header's value as text; `None` if absent or not visible ASCII.
-fn header_str(req: &Request, name: impl header::AsHeaderName) -> Option<&str> {
+pub(crate) fn header_str(req: &Request, name: impl header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Sets a response header whose value is known to be valid.
-fn set(res: &mut Response, name: HeaderName, value: impl Into<String>) {
+pub(crate) fn set(res: &mut Response, name: HeaderName, value: impl Into<String>) {
     if let Ok(v) = HeaderValue::try_from(value.into()) {
         res.headers_mut().insert(name, v);
     }
@@ -159,6 +160,9 @@ async fn serve(
     route: Result<Route, Error>,
     req: &mut Request,
 ) -> Result<Response, Error> {
+    if st.status_page && crate::page::wanted(req) {
+        return Ok(crate::page::serve(st, user).await);
+    }
     let (repo, op) = match route? {
         Route::Metrics => return serve_metrics(st, user).await,
         Route::Repo { repo, op } => (repo, op),
@@ -199,7 +203,12 @@ async fn serve(
             Ok(res)
         }
         Op::Save(file) => match save(st, &repo, &file, req).await {
-            Ok(len) => {
+            Ok((len, new)) => {
+                match &file {
+                    RepoFile::Object(kind, _) if new => st.inventory.stored(&repo, *kind, len),
+                    RepoFile::Object(..) => {}
+                    RepoFile::Config => st.inventory.created(&repo),
+                }
                 count(st, user, &repo, &file, BlobOp::Write, len);
                 Ok(ok())
             }
@@ -218,11 +227,27 @@ async fn serve(
         },
         Op::Delete(file) => {
             if let Some(size) = delete(st, &repo, &file).await? {
+                if let RepoFile::Object(kind, _) = &file {
+                    forget(st, &repo, *kind, size).await;
+                }
                 count(st, user, &repo, &file, BlobOp::Delete, size);
             }
             Ok(ok())
         }
     }
+}
+
+/// A deleted object leaves the inventory; a deleted snapshot makes the repository's
+/// `snapshots/` directory be read again for the next newest one.
+async fn forget(st: &State, repo: &RepoPath, kind: Kind, size: u64) {
+    let newest = if kind == Kind::Snapshots {
+        let dir = st.repos.type_dir(repo, kind);
+        let repo_dir = dir.parent().map(std::path::Path::to_path_buf);
+        smol::unblock(move || repo_dir.and_then(|d| inventory::newest_snapshot(&d))).await
+    } else {
+        None
+    };
+    st.inventory.deleted(repo, kind, size, newest);
 }
 
 /// The right an operation needs under `--access-file`. Locks are part of reading: restic
@@ -266,7 +291,12 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
         }
         report
     });
-    let mut res = Response::new(Body::text(m.render(&process, quota.as_ref())));
+    let repos = st.repo_metrics.then(|| st.inventory.report());
+    let mut res = Response::new(Body::text(m.render(
+        &process,
+        quota.as_ref(),
+        repos.as_deref(),
+    )));
     set(&mut res, header::CONTENT_TYPE, metrics::CONTENT_TYPE);
     Ok(res)
 }
@@ -289,6 +319,7 @@ async fn create(st: &State, repo: &RepoPath, req: &Request) -> Result<Response, 
         ));
     }
     st.repos.create(repo).await?;
+    st.inventory.created(repo);
     log::info!("created repository /{}", escape(&repo.joined()));
     Ok(ok())
 }
@@ -352,13 +383,14 @@ async fn get(
     Ok(res)
 }
 
-/// Stores an upload; returns the body length.
+/// Stores an upload; returns the body length and whether a new object now exists (not a
+/// retry of one that was there already: the inventory counts each object once).
 async fn save(
     st: &State,
     repo: &RepoPath,
     file: &RepoFile,
     req: &mut Request,
-) -> Result<u64, Error> {
+) -> Result<(u64, bool), Error> {
     let path = path_of(st, repo, file);
     // The Content-Length (hyper has checked it is one plain number); `None` when chunked.
     let declared = req.body().size_hint().exact();
@@ -375,7 +407,7 @@ async fn save(
         Some(Occupant::File(size)) if verify && declared == Some(size) => {
             let got = upload::hash_body(req.body_mut(), declared, &st.uploads).await?;
             if got.sha256.as_deref() == expected {
-                return Ok(got.len);
+                return Ok((got.len, false));
             }
             return Err(Error::Exists);
         }
@@ -409,17 +441,20 @@ async fn save(
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }
-    match temp.commit(&st.repos, reservation).await? {
-        Stored::New => {}
+    let new = match temp.commit(&st.repos, reservation).await? {
+        Stored::New => true,
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours, if it is a regular file of our length
         // (not something else that appeared under the name meanwhile).
         Stored::AlreadyThere
-            if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) => {}
+            if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) =>
+        {
+            false
+        }
         Stored::AlreadyThere => return Err(Error::Exists),
-    }
+    };
     log::debug!("stored {} bytes in /{}", got.len, escape(&repo.joined()));
-    Ok(got.len)
+    Ok((got.len, new))
 }
 
 /// With an access file, the first path segment of `repo` and its limit (a repository at

@@ -19,6 +19,7 @@ mod lock;
 mod logging;
 mod metrics;
 mod modes;
+mod page;
 mod route;
 mod storage;
 mod watch;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let cfg = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(cfg)) => cfg,
         Ok(Command::User(cmd)) => return cmd::user::run(&cmd),
+        Ok(Command::Status(cmd)) => return cmd::status::run(&cmd),
         Ok(Command::AccessCheck { file, user, repo }) => {
             return access::check_command(&file, &user, &repo);
         }
@@ -66,15 +68,18 @@ fn main() -> ExitCode {
         eprintln!("rest-server: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
-    let tls = match app::start_tls(&cfg) {
-        Ok(tls) => tls,
+    let (tls, fingerprint) = match app::start_tls(&cfg) {
+        Ok(started) => started,
         Err(e) => {
             eprintln!("rest-server: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     let state = match State::new(&cfg) {
-        Ok(s) => Arc::new(s),
+        Ok(mut s) => {
+            s.tls_fingerprint = fingerprint;
+            Arc::new(s)
+        }
         Err(e) => {
             log::error!("{e}");
             return ExitCode::from(EXIT_USAGE);

@@ -41,6 +41,7 @@
 //! formatting happen at scrape time on a copy taken under the lock (~0.4 ms for 50 sets).
 
 use crate::lock::Lock as _;
+use crate::storage::inventory::{self, RepoStats};
 use crate::storage::names::Kind;
 use crate::storage::quota::Usage;
 use std::collections::HashMap;
@@ -199,7 +200,13 @@ impl Metrics {
     }
 
     /// The whole exposition. `quota`: usage, when `--max-size` or `--access-file` is given.
-    pub(crate) fn render(&self, process: &ProcessStats, quota: Option<&Usage>) -> String {
+    /// `repos`: the per-repository inventory, unless `--no-repo-metrics`.
+    pub(crate) fn render(
+        &self,
+        process: &ProcessStats,
+        quota: Option<&Usage>,
+        repos: Option<&[(String, RepoStats)]>,
+    ) -> String {
         // Copy under the lock, format without it.
         let mut rows: Vec<(Box<str>, String, RepoTallies)> = {
             let map = self.blobs.locked();
@@ -213,7 +220,10 @@ impl Metrics {
         };
         rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
 
-        let mut out = String::with_capacity(4096 + rows.len() * 600);
+        // Sized up front: growing a string of ~1 MiB (1000 repositories) by doubling would
+        // hold two copies at once and raise the peak RSS (BENCHMARKS.md).
+        let per_repo = repos.map_or(0, |r| r.iter().map(|(n, _)| 13 * (n.len() + 70)).sum());
+        let mut out = String::with_capacity(4096 + rows.len() * 600 + per_repo);
         for (op, bytes, name, help) in BLOB_FAMILIES {
             header(&mut out, name, "counter", help);
             for (user, repo, tallies) in &rows {
@@ -245,6 +255,9 @@ impl Metrics {
 
         if let Some(q) = quota {
             render_quota(&mut out, q);
+        }
+        if let Some(repos) = repos {
+            render_repos(&mut out, repos);
         }
         process.render(&mut out);
         out
@@ -294,6 +307,69 @@ fn render_quota(out: &mut String, q: &Usage) {
     for (segment, _, limit) in &q.segments {
         if let Some(limit) = limit {
             segment_line(out, name, segment, *limit);
+        }
+    }
+}
+
+/// The per-repository gauges (storage/inventory.rs): kept up to date by uploads and deletes,
+/// so a scrape costs no walk. Timestamps are left out for a repository without snapshots
+/// (or without objects), rather than reported as 1970.
+fn render_repos(out: &mut String, repos: &[(String, RepoStats)]) {
+    let repo_line = |out: &mut String, name: &str, repo: &str, kind: Option<Kind>, v: u64| {
+        out.push_str(name);
+        out.push_str("{repo=\"");
+        escape_label(out, repo);
+        if let Some(kind) = kind {
+            out.push_str("\",type=\"");
+            out.push_str(kind.as_str());
+        }
+        let _ = writeln!(out, "\"}} {v}");
+    };
+    type Pick = fn(&RepoStats) -> Option<u64>;
+    let single: [(&str, &str, Pick); 3] = [
+        (
+            "rest_server_repo_snapshots",
+            "Snapshots in the repository (files under snapshots/).",
+            |s| Some(s.snapshots()),
+        ),
+        (
+            "rest_server_repo_last_snapshot_timestamp_seconds",
+            "Unix time of the repository's newest snapshot (its file's mtime).",
+            |s| s.newest_snapshot,
+        ),
+        (
+            "rest_server_repo_last_upload_timestamp_seconds",
+            "Unix time of the newest object stored in the repository.",
+            |s| s.newest_upload,
+        ),
+    ];
+    for (name, help, pick) in single {
+        header(out, name, "gauge", help);
+        for (repo, s) in repos {
+            if let Some(v) = pick(s) {
+                repo_line(out, name, repo, None, v);
+            }
+        }
+    }
+    for (name, help, bytes) in [
+        (
+            "rest_server_repo_objects",
+            "Objects in the repository, by type.",
+            false,
+        ),
+        (
+            "rest_server_repo_bytes",
+            "Bytes of the repository's objects, by type.",
+            true,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        for (repo, s) in repos {
+            for kind in Kind::ALL {
+                let i = inventory::index(kind);
+                let v = if bytes { s.bytes[i] } else { s.objects[i] };
+                repo_line(out, name, repo, Some(kind), v);
+            }
         }
     }
 }
@@ -481,7 +557,7 @@ mod tests {
             limit: Some(20),
             segments: vec![("a\"b".into(), 4, Some(8)), ("bob".into(), 6, None)],
         };
-        let text = m.render(&ProcessStats::default(), Some(&quota));
+        let text = m.render(&ProcessStats::default(), Some(&quota), None);
         for line in [
             "rest_server_blob_write_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 2",
             "rest_server_blob_write_bytes_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 150",
@@ -521,7 +597,7 @@ mod tests {
             BlobOp::Read,
             1,
         );
-        let text = m.render(&ProcessStats::default(), None);
+        let text = m.render(&ProcessStats::default(), None, None);
         assert!(
             text.contains(r#"{repo="a\\b/x\ny",type="index",user="u\"1"} 1"#),
             "{text}"

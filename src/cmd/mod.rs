@@ -2,4 +2,5 @@
 //! htpasswd file). `rest-server access check` lives with the access file it reads
 //! (`access.rs`), and the command line of all of them in `cli.rs`.
 
+pub(crate) mod status;
 pub(crate) mod user;

@@ -11,17 +11,17 @@
 //! usage is tracked for every first segment whenever there is an access file, so a limit added
 //! later starts from the true usage. A reservation keeps the limit it was made under.
 //!
-//! The start-up tally walks the tree on a background thread; serving starts at once. Uploads
+//! The start-up tally is the one walk of the data directory (`storage/inventory.rs`, `walk`,
+//! which counts the repositories' objects on the same pass), on a background thread; serving
+//! starts at once. Uploads
 //! that some limit applies to wait for the tally (an upload checked against a half-counted
 //! total could overshoot); reads, lists and deletes never do. Files created or deleted while
 //! the walk runs may be counted twice or not subtracted: the error is small and always on the
 //! safe side (too high).
 
 use crate::lock::Lock as _;
-use crate::storage::names::Kind;
 use smol::lock::OnceCell;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -91,7 +91,7 @@ impl Usage {
 }
 
 impl Quota {
-    /// A quota whose usage is unknown until [`Quota::tally`] has run. `per_segment`: count
+    /// A quota whose usage is unknown until [`Quota::add_tally`] has run. `per_segment`: count
     /// every first path segment too (there is an access file).
     pub(crate) fn new(limit: Option<u64>, per_segment: bool) -> Arc<Quota> {
         Arc::new(Quota {
@@ -127,26 +127,16 @@ impl Quota {
         }
     }
 
-    /// Walks `root` (blocking; run it on a blocking thread) and adds what it finds, per
-    /// segment too. Returns the bytes counted.
-    pub(crate) fn tally(&self, root: &Path) -> u64 {
-        let mut total = 0;
-        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            let size = entry_size(&entry);
-            total += size;
-            // A top-level directory is a first segment, unless it belongs to a repository
-            // at the root (its data/, keys/, ... directories).
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let is_segment = entry.file_type().is_ok_and(|t| t.is_dir())
-                && !Kind::ALL.iter().any(|k| k.as_str() == name);
-            if let Some(c) = is_segment.then(|| self.counter(&name)).flatten() {
-                c.fetch_add(size, Ordering::Relaxed);
+    /// Adds what the start-up walk found (storage/inventory.rs `walk`): `total` bytes, and
+    /// per first segment. From now on, uploads that a limit applies to may go ahead.
+    pub(crate) fn add_tally(&self, total: u64, segments: impl IntoIterator<Item = (String, u64)>) {
+        for (name, bytes) in segments {
+            if let Some(c) = self.counter(&name) {
+                c.fetch_add(bytes, Ordering::Relaxed);
             }
         }
         self.used.fetch_add(total, Ordering::Relaxed);
         let _ = self.tallied.set_blocking(());
-        total
     }
 
     /// Reserves `bytes` for an upload into `segment` (if any), after waiting for the start-up
@@ -238,23 +228,6 @@ fn give_back(counter: &AtomicU64, bytes: u64) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
         Some(u.saturating_sub(bytes))
     });
-}
-
-/// Size of a directory entry: a file's length, a directory's regular files below it.
-fn entry_size(entry: &std::fs::DirEntry) -> u64 {
-    match entry.file_type() {
-        Ok(t) if t.is_dir() => dir_size(&entry.path()),
-        Ok(t) if t.is_file() => entry.metadata().map_or(0, |m| m.len()),
-        _ => 0,
-    }
-}
-
-/// Total size of the regular files below `dir`; unreadable parts count as empty.
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries.flatten().map(|e| entry_size(&e)).sum()
 }
 
 #[cfg(test)]
@@ -354,21 +327,5 @@ mod tests {
         });
         assert_eq!(granted.load(Ordering::Relaxed), 497);
         assert_eq!(q.report().segments, [("a".to_owned(), 497, None)]);
-    }
-
-    #[test]
-    fn tally_counts_files_recursively_and_per_segment() {
-        let dir = std::env::temp_dir().join(format!("quota-tally-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("a/b")).unwrap();
-        std::fs::create_dir_all(dir.join("data/00")).unwrap();
-        std::fs::write(dir.join("x"), [0u8; 10]).unwrap();
-        std::fs::write(dir.join("a/b/y"), [0u8; 5]).unwrap();
-        std::fs::write(dir.join("data/00/z"), [0u8; 3]).unwrap();
-        let q = Quota::new(Some(100), true);
-        assert_eq!(q.tally(&dir), 18);
-        assert_eq!(q.used(), 18);
-        // data/ belongs to the repository at the root, not to a segment "data".
-        assert_eq!(q.report().segments, [("a".to_owned(), 5, None)]);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -611,7 +611,20 @@ pub fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Output
         .env("RESTIC_REPOSITORY", repo_url)
         .env("RESTIC_PASSWORD", "correct horse battery staple")
         .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .env("TZ", "UTC")
         .env_remove("RESTIC_PASSWORD_FILE")
         .output()
         .expect("restic must be installed (apt-get install restic)")
+}
+
+/// [`restic`], which must succeed (its output is in the panic message otherwise).
+pub fn restic_ok(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Output {
+    let out = restic(dir, repo_url, args);
+    assert!(
+        out.status.success(),
+        "restic {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

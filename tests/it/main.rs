@@ -9,6 +9,7 @@ mod accesslog;
 mod auth;
 mod edges;
 mod framing;
+mod health;
 mod metrics;
 mod protocol;
 mod restic;

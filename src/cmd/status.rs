@@ -1,0 +1,353 @@
+//! `rest-server status --path DIR`: is every backup fresh? One line per repository (size,
+//! objects, snapshots, age of the newest snapshot, quota used of its first path segment), or
+//! JSON; `--stale 26h` exits 1 naming the repositories whose newest snapshot is older.
+//!
+//! It reads the data directory the way the server's start-up walk does (one walk,
+//! `storage/inventory.rs`), never writes, and needs no restic password: a snapshot is a
+//! file under `snapshots/` and its mtime is the time of the backup. It works on a data
+//! directory whether a server runs beside it or not.
+
+use crate::access::Rules;
+use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
+use crate::storage::inventory::{self, Inventory, RepoStats};
+use crate::watch::Load as _;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status when `--stale` finds a repository whose newest snapshot is too old.
+const EXIT_STALE: u8 = 1;
+
+pub(crate) const STATUS_HELP: &str = "\
+Show the health of every repository in a data directory: is every backup fresh?
+
+Usage: rest-server status [flags]
+
+Flags:
+      --path DIR                  data directory (default \"/tmp/restic\", as for the server)
+      --access-file FILE          show each first path segment's [quotas] limit
+      --max-size SIZE             show the share of the overall limit (as the server's flag)
+      --json                      print a JSON array instead of lines
+      --stale AGE                 exit 1 if a repository's newest snapshot is older than AGE
+                                  (or it has none), naming those repositories on stderr;
+                                  AGE is a number with s, m, h or d, e.g. 26h or 7d
+  -h, --help                      show this help
+
+Only reads: safe beside a running server. Sizes count the repositories' objects.
+";
+
+const STATUS: Grammar = Grammar {
+    command: "rest-server status",
+    flags: &[
+        ("path", Arity::Value),
+        ("access-file", Arity::Value),
+        ("max-size", Arity::Value),
+        ("json", Arity::Bool),
+        ("stale", Arity::Value),
+        ("help", Arity::Bool),
+    ],
+    short: &[('h', "help")],
+    words: false,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StatusCommand {
+    pub help: bool,
+    pub path: PathBuf,
+    pub access_file: Option<PathBuf>,
+    pub max_size: Option<u64>,
+    pub json: bool,
+    /// `--stale`, in seconds.
+    pub stale: Option<u64>,
+}
+
+/// Parses the arguments after `status`. The error is one line naming the problem.
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<StatusCommand, String> {
+    let given = cli::lex(args, &STATUS)?;
+    let max_size = match given.value("max-size") {
+        None => None,
+        Some(s) => match cli::parse_size(&s) {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => {
+                return Err(format!(
+                    "invalid value {s:?} for --max-size: expected a size such as 500GiB, 2TB or 1000000"
+                ));
+            }
+        },
+    };
+    let stale = match given.value("stale") {
+        None => None,
+        Some(s) => Some(parse_age(&s).ok_or_else(|| {
+            format!("invalid value {s:?} for --stale: expected an age such as 26h, 90m or 7d")
+        })?),
+    };
+    Ok(StatusCommand {
+        help: given.flag("help"),
+        path: given.path("path")?.unwrap_or_else(|| DEFAULT_PATH.into()),
+        access_file: given.path("access-file")?,
+        max_size,
+        json: given.flag("json"),
+        stale,
+    })
+}
+
+/// "26h", "90m", "7d", "3600s" or plain seconds.
+fn parse_age(s: &str) -> Option<u64> {
+    let (num, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// One repository as shown.
+struct Row {
+    name: String,
+    stats: RepoStats,
+    /// Bytes used and limit of the quota the repository counts against, if any.
+    quota: Option<(String, u64, u64)>,
+}
+
+pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
+    if cmd.help {
+        print!("{STATUS_HELP}");
+        return ExitCode::SUCCESS;
+    }
+    let fail = |e: String| {
+        eprintln!("rest-server: {e}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    if !cmd.path.is_dir() {
+        return fail(format!(
+            "data directory {} is not a directory",
+            cmd.path.display()
+        ));
+    }
+    let rules = match cmd.access_file.as_deref().map(Rules::load).transpose() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("access file: {e}")),
+    };
+    let inv = Inventory::default();
+    inv.replace(inventory::walk(&cmd.path).repos);
+    let repos = inv.report();
+    let rows = rows(repos, rules.as_ref(), cmd.max_size);
+    let now = inventory::now();
+    let out = if cmd.json {
+        json(&rows, now)
+    } else {
+        lines(&rows, now)
+    };
+    print!("{out}");
+    let Some(limit) = cmd.stale else {
+        return ExitCode::SUCCESS;
+    };
+    let stale: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r.stats.newest_snapshot {
+            Some(t) if now.saturating_sub(t) <= limit => None,
+            Some(t) => Some(format!("/{} ({})", r.name, inventory::age(t, now))),
+            None => Some(format!("/{} (no snapshot)", r.name)),
+        })
+        .collect();
+    if stale.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "rest-server: stale (newest snapshot older than {} s): {}",
+        limit,
+        stale.join(", ")
+    );
+    ExitCode::from(EXIT_STALE)
+}
+
+/// Attaches to each repository the quota it counts against: its first segment's `[quotas]`
+/// limit, else `--max-size` for everything.
+fn rows(repos: Vec<(String, RepoStats)>, rules: Option<&Rules>, max_size: Option<u64>) -> Vec<Row> {
+    let first = |name: &str| name.split('/').next().unwrap_or("").to_owned();
+    let total: u64 = repos.iter().map(|(_, s)| s.total_bytes()).sum();
+    let used_by = |seg: &str| -> u64 {
+        repos
+            .iter()
+            .filter(|(n, _)| !n.is_empty() && first(n) == seg)
+            .map(|(_, s)| s.total_bytes())
+            .sum()
+    };
+    repos
+        .iter()
+        .map(|(name, stats)| {
+            let seg = first(name);
+            let segment_quota = rules
+                .filter(|_| !name.is_empty())
+                .and_then(|r| r.quota(&seg))
+                .and_then(|q| q.limit)
+                .map(|limit| (format!("/{seg}"), used_by(&seg), limit));
+            let quota =
+                segment_quota.or_else(|| max_size.map(|l| ("--max-size".to_owned(), total, l)));
+            Row {
+                name: name.clone(),
+                stats: *stats,
+                quota,
+            }
+        })
+        .collect()
+}
+
+fn lines(rows: &[Row], now: u64) -> String {
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str("no repositories\n");
+        return out;
+    }
+    let width = rows.iter().map(|r| r.name.len() + 1).max().unwrap_or(1);
+    for r in rows {
+        let s = &r.stats;
+        let newest = match s.newest_snapshot {
+            Some(t) => format!("newest {}", inventory::age(t, now)),
+            None => "no snapshot".to_owned(),
+        };
+        let _ = write!(
+            out,
+            "/{:<w$}  {:>10}  {:>7} objects  {:>4} snapshots  {newest}",
+            r.name,
+            inventory::human_bytes(s.total_bytes()),
+            s.total_objects(),
+            s.snapshots(),
+            w = width.saturating_sub(1),
+        );
+        if let Some((of, used, limit)) = &r.quota {
+            let _ = write!(
+                out,
+                "  quota {}% of {of} ({})",
+                percent(*used, *limit),
+                inventory::human_bytes(*limit)
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub(crate) fn percent(used: u64, limit: u64) -> u64 {
+    if limit == 0 {
+        return 100;
+    }
+    (u128::from(used) * 100 / u128::from(limit)).min(999) as u64
+}
+
+fn json(rows: &[Row], now: u64) -> String {
+    let mut out = String::from("[");
+    for (i, r) in rows.iter().enumerate() {
+        let s = &r.stats;
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("\n  {\"repo\":");
+        json_str(&mut out, &format!("/{}", r.name));
+        let _ = write!(
+            out,
+            ",\"bytes\":{},\"objects\":{},\"snapshots\":{}",
+            s.total_bytes(),
+            s.total_objects(),
+            s.snapshots()
+        );
+        let opt = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
+        let _ = write!(
+            out,
+            ",\"newest_snapshot\":{},\"newest_snapshot_age_seconds\":{},\"newest_upload\":{}",
+            opt(s.newest_snapshot),
+            opt(s.newest_snapshot.map(|t| now.saturating_sub(t))),
+            opt(s.newest_upload)
+        );
+        out.push_str(",\"types\":{");
+        for (j, kind) in crate::storage::names::Kind::ALL.iter().enumerate() {
+            let k = inventory::index(*kind);
+            let sep = if j > 0 { "," } else { "" };
+            let _ = write!(
+                out,
+                "{sep}\"{}\":{{\"objects\":{},\"bytes\":{}}}",
+                kind.as_str(),
+                s.objects[k],
+                s.bytes[k]
+            );
+        }
+        out.push('}');
+        match &r.quota {
+            Some((of, used, limit)) => {
+                out.push_str(",\"quota\":{\"of\":");
+                json_str(&mut out, of);
+                let _ = write!(out, ",\"used\":{used},\"limit\":{limit}}}");
+            }
+            None => out.push_str(",\"quota\":null"),
+        }
+        out.push('}');
+    }
+    out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
+    out
+}
+
+/// A JSON string literal.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_command_lines() {
+        assert_eq!(parse_age("26h"), Some(93_600));
+        assert_eq!(parse_age("7d"), Some(604_800));
+        assert_eq!(parse_age("90"), Some(90));
+        assert_eq!(parse_age("h"), None);
+        assert_eq!(parse_age("-5h"), None);
+        assert_eq!(parse_age("5y"), None);
+        let p = |a: &[&str]| parse(a.iter().map(OsString::from));
+        let c = p(&["--path", "/d", "--json", "--stale=26h"]).unwrap();
+        assert_eq!((c.json, c.stale), (true, Some(93_600)));
+        assert!(p(&["--stale", "soon"]).is_err());
+        assert!(p(&["extra"]).is_err());
+        assert!(p(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        for (name, _) in STATUS.flags {
+            assert!(
+                STATUS_HELP.contains(&format!("--{name}")),
+                "misses --{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "a\"b\\c\n");
+        assert_eq!(s, r#""a\"b\\c\u000a""#);
+    }
+}

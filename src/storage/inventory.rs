@@ -1,0 +1,359 @@
+//! Per-repository inventory: objects and bytes per type, the number of snapshots, the newest
+//! snapshot's time and the newest upload's time, for `/metrics`, the status page and
+//! `rest-server status` (docs/metrics.md, README "Is every backup fresh?").
+//!
+//! No restic key is needed: a snapshot is one file under `snapshots/`, and its mtime is the
+//! time the backup finished. The tree is walked once at start-up on a background thread (the
+//! same walk counts the quota's usage, storage/quota.rs) and
+//! again on SIGHUP (repositories copied in or removed by hand); between walks every stored
+//! upload and every delete updates the counts, so no request ever walks the tree. Deleting a
+//! snapshot re-reads that one repository's `snapshots/` directory (a few hundred entries) to
+//! find the next newest.
+//!
+//! Memory grows with the number of repositories only (one small entry each: BENCHMARKS.md
+//! has the measured size), never with the number of objects.
+
+use crate::lock::Lock as _;
+use crate::storage::names::{Kind, MAX_REPO_DEPTH, ObjectId, RepoPath};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What one repository holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RepoStats {
+    /// Objects per type, in [`Kind::ALL`] order.
+    pub objects: [u64; 5],
+    /// Bytes per type, in [`Kind::ALL`] order.
+    pub bytes: [u64; 5],
+    /// Unix time of the newest snapshot file (its mtime); `None` without snapshots.
+    pub newest_snapshot: Option<u64>,
+    /// Unix time of the newest object file (mtime, or when it was stored).
+    pub newest_upload: Option<u64>,
+}
+
+impl RepoStats {
+    pub(crate) fn snapshots(&self) -> u64 {
+        self.objects[index(Kind::Snapshots)]
+    }
+
+    pub(crate) fn total_bytes(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+
+    pub(crate) fn total_objects(&self) -> u64 {
+        self.objects.iter().sum()
+    }
+}
+
+/// The inventory of every repository below `--path`, keyed by the repo path joined by `/`
+/// (`""` for a repository at the root), as metrics name them.
+#[derive(Debug, Default)]
+pub(crate) struct Inventory {
+    repos: Mutex<HashMap<String, RepoStats>>,
+}
+
+pub(crate) fn index(kind: Kind) -> usize {
+    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Now as Unix seconds (0 if the clock is before 1970).
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Inventory {
+    /// Replaces what was known with what a [`walk`] found. Returns the number of repositories.
+    pub(crate) fn replace(&self, repos: HashMap<String, RepoStats>) -> usize {
+        let n = repos.len();
+        *self.repos.locked() = repos;
+        n
+    }
+
+    /// Every repository and its stats, sorted by name.
+    pub(crate) fn report(&self) -> Vec<(String, RepoStats)> {
+        let mut v: Vec<(String, RepoStats)> = self
+            .repos
+            .locked()
+            .iter()
+            .map(|(k, s)| (k.clone(), *s))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// A repository was created (it is listed from now on, even while empty).
+    pub(crate) fn created(&self, repo: &RepoPath) {
+        self.repos.locked().entry(repo.joined()).or_default();
+    }
+
+    /// An object of `len` bytes was stored.
+    pub(crate) fn stored(&self, repo: &RepoPath, kind: Kind, len: u64) {
+        let t = now();
+        let mut map = self.repos.locked();
+        let s = map.entry(repo.joined()).or_default();
+        s.objects[index(kind)] += 1;
+        s.bytes[index(kind)] += len;
+        s.newest_upload = s.newest_upload.max(Some(t));
+        if kind == Kind::Snapshots {
+            s.newest_snapshot = s.newest_snapshot.max(Some(t));
+        }
+    }
+
+    /// An object of `len` bytes was deleted. For a snapshot, `newest_snapshot` is what the
+    /// snapshots directory now says ([`newest_snapshot`]).
+    pub(crate) fn deleted(
+        &self,
+        repo: &RepoPath,
+        kind: Kind,
+        len: u64,
+        newest_snapshot: Option<u64>,
+    ) {
+        let mut map = self.repos.locked();
+        let Some(s) = map.get_mut(&repo.joined()) else {
+            return;
+        };
+        let i = index(kind);
+        s.objects[i] = s.objects[i].saturating_sub(1);
+        s.bytes[i] = s.bytes[i].saturating_sub(len);
+        if kind == Kind::Snapshots {
+            s.newest_snapshot = newest_snapshot;
+        }
+    }
+}
+
+/// The mtime of the newest snapshot in `repo_dir/snapshots` (blocking).
+pub(crate) fn newest_snapshot(repo_dir: &Path) -> Option<u64> {
+    let mut newest = None;
+    each_object(&repo_dir.join(Kind::Snapshots.as_str()), &mut |t| {
+        newest = newest.max(t);
+    });
+    newest
+}
+
+/// What one walk of the data directory finds: the repositories, and for the quota the bytes
+/// of every regular file below the root, in total and per first path segment.
+#[derive(Debug, Default)]
+pub(crate) struct Walked {
+    pub repos: HashMap<String, RepoStats>,
+    pub total: u64,
+    /// Bytes below each top-level directory that is not a type directory of a repository at
+    /// the root.
+    pub segments: HashMap<String, u64>,
+}
+
+/// Where a directory is, for the walk.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Not inside a repository (yet).
+    Outside,
+    /// A repository's own directory.
+    Repo,
+    /// A type directory (or `data/XX`, `nested`) of a repository.
+    Type(Kind, bool),
+    /// Anything else inside a repository: counted for the quota only.
+    Other,
+}
+
+/// The one walk of the data directory (blocking; run it on a blocking thread): every regular
+/// file is counted for the quota, and the repositories found on the way (a directory with a
+/// `config` file or a type directory, down to the deepest repo path the server serves) get
+/// their objects counted. Unreadable parts count as empty.
+pub(crate) fn walk(root: &Path) -> Walked {
+    let mut w = Walked::default();
+    visit(root, &mut Vec::new(), Place::Outside, None, &mut w);
+    w
+}
+
+fn is_repo(dir: &Path) -> bool {
+    dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir())
+}
+
+/// `path`: the names from the root to `dir`; `repo`: the key of the repository `dir` is in.
+fn visit(dir: &Path, path: &mut Vec<String>, place: Place, repo: Option<&str>, w: &mut Walked) {
+    let (place, key) = match place {
+        // Hidden directories (.git, editor state) are no repositories.
+        Place::Outside
+            if path.len() <= MAX_REPO_DEPTH
+                && !path.iter().any(|n| n.starts_with('.'))
+                && is_repo(dir) =>
+        {
+            match RepoPath::new(path.clone()) {
+                Some(r) => (Place::Repo, Some(r.joined())),
+                None => (Place::Outside, None),
+            }
+        }
+        p => (p, repo.map(str::to_owned)),
+    };
+    if let (Place::Repo, Some(k)) = (place, &key) {
+        w.repos.entry(k.clone()).or_default();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if t.is_dir() {
+            let inner = match place {
+                Place::Repo => Kind::parse(&name).map_or(Place::Other, |k| Place::Type(k, false)),
+                Place::Type(Kind::Data, false) => Place::Type(Kind::Data, true),
+                Place::Type(..) | Place::Other => Place::Other,
+                Place::Outside => Place::Outside,
+            };
+            path.push(name.into_owned());
+            visit(&e.path(), path, inner, key.as_deref(), w);
+            path.pop();
+            continue;
+        }
+        if !t.is_file() {
+            continue;
+        }
+        let Ok(m) = e.metadata() else { continue };
+        let len = m.len();
+        w.total += len;
+        // A top-level directory is a first segment, unless it belongs to a repository at the
+        // root (its data/, keys/, ... directories).
+        if let Some(first) = path.first()
+            && Kind::parse(first).is_none()
+        {
+            *w.segments.entry(first.clone()).or_default() += len;
+        }
+        let Place::Type(kind, nested) = place else {
+            continue;
+        };
+        if nested != (kind == Kind::Data) || !ObjectId::is_valid(&name) {
+            continue;
+        }
+        let Some(s) = key.as_ref().and_then(|k| w.repos.get_mut(k)) else {
+            continue;
+        };
+        let mtime = mtime(&m);
+        let i = index(kind);
+        s.objects[i] += 1;
+        s.bytes[i] += len;
+        s.newest_upload = s.newest_upload.max(mtime);
+        if kind == Kind::Snapshots {
+            s.newest_snapshot = s.newest_snapshot.max(mtime);
+        }
+    }
+}
+
+/// Calls `f(mtime)` for each object (a regular file named by a valid id) in a type directory
+/// other than `data`.
+fn each_object(dir: &Path, f: &mut dyn FnMut(Option<u64>)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if !t.is_file() || !e.file_name().to_str().is_some_and(ObjectId::is_valid) {
+            continue;
+        }
+        if let Ok(m) = e.metadata() {
+            f(mtime(&m));
+        }
+    }
+}
+
+fn mtime(m: &std::fs::Metadata) -> Option<u64> {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+/// A size for people: "0 B", "512 B", "1.5 KiB", "12.3 GiB".
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// How long ago `then` (Unix seconds) was, for people: "just now", "5 min ago", "2 h ago",
+/// "9 days ago"; a time in the future (clock skew) is "just now".
+pub(crate) fn age(then: u64, now: u64) -> String {
+    let s = now.saturating_sub(then);
+    match s {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..172_800 => format!("{} h ago", s / 3600),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_finds_repositories_at_every_depth_and_counts_objects() {
+        let dir = std::env::temp_dir().join(format!("inventory-{}", std::process::id()));
+        let id = "a".repeat(64);
+        for repo in ["", "alice", "bob/laptop"] {
+            let r = dir.join(repo);
+            std::fs::create_dir_all(r.join("data/aa")).unwrap();
+            std::fs::create_dir_all(r.join("snapshots")).unwrap();
+            std::fs::write(r.join("config"), b"c").unwrap();
+            std::fs::write(r.join("data/aa").join(&id), [0u8; 10]).unwrap();
+            std::fs::write(r.join("snapshots").join(&id), [0u8; 3]).unwrap();
+            std::fs::write(r.join("snapshots/not-an-id"), [0u8; 3]).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("carol/x/y/snapshots")).unwrap();
+        let inv = Inventory::default();
+        // The root is a repository: nothing below it is one, but every file counts for the
+        // quota, and data/ and snapshots/ are the root repository's, no segments.
+        let w = walk(&dir);
+        assert_eq!(w.total, 3 * (1 + 10 + 3 + 3));
+        let mut segs: Vec<_> = w.segments.into_iter().collect();
+        segs.sort();
+        assert_eq!(segs, [("alice".into(), 17), ("bob".into(), 17)]);
+        assert_eq!(inv.replace(w.repos), 1);
+        std::fs::remove_file(dir.join("config")).unwrap();
+        std::fs::remove_dir_all(dir.join("data")).unwrap();
+        std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
+        assert_eq!(inv.replace(walk(&dir).repos), 2, "{:?}", inv.report());
+        let r = inv.report();
+        assert_eq!(r[0].0, "alice");
+        assert_eq!(r[1].0, "bob/laptop");
+        let s = r[1].1;
+        assert_eq!(s.objects, [1, 0, 0, 0, 1]);
+        assert_eq!(s.bytes, [10, 0, 0, 0, 3]);
+        assert_eq!(s.snapshots(), 1);
+        assert!(s.newest_snapshot.is_some());
+
+        let repo = RepoPath::new(vec!["alice".into()]).unwrap();
+        inv.stored(&repo, Kind::Snapshots, 5);
+        assert_eq!(inv.report()[0].1.snapshots(), 2);
+        inv.deleted(&repo, Kind::Snapshots, 5, None);
+        inv.deleted(&repo, Kind::Snapshots, 3, None);
+        inv.deleted(&repo, Kind::Snapshots, 3, None);
+        let a = inv.report()[0].1;
+        assert_eq!((a.snapshots(), a.bytes[4], a.newest_snapshot), (0, 0, None));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sizes_and_ages_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(age(100, 100), "just now");
+        assert_eq!(age(0, 7200), "2 h ago");
+        assert_eq!(age(0, 9 * 86_400 + 5), "9 days ago");
+        assert_eq!(age(50, 10), "just now");
+    }
+}
