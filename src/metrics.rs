@@ -43,6 +43,7 @@
 use crate::lock::Lock as _;
 use crate::storage::names::Kind;
 use crate::storage::quota::Usage;
+use crate::storage::scrub::ScrubStatus;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -199,7 +200,13 @@ impl Metrics {
     }
 
     /// The whole exposition. `quota`: usage, when `--max-size` or `--access-file` is given.
-    pub(crate) fn render(&self, process: &ProcessStats, quota: Option<&Usage>) -> String {
+    /// `scrub`: the background scrub's results, with `--scrub-every`.
+    pub(crate) fn render(
+        &self,
+        process: &ProcessStats,
+        quota: Option<&Usage>,
+        scrub: Option<&ScrubStatus>,
+    ) -> String {
         // Copy under the lock, format without it.
         let mut rows: Vec<(Box<str>, String, RepoTallies)> = {
             let map = self.blobs.locked();
@@ -245,6 +252,9 @@ impl Metrics {
 
         if let Some(q) = quota {
             render_quota(&mut out, q);
+        }
+        if let Some(s) = scrub {
+            render_scrub(&mut out, s);
         }
         process.render(&mut out);
         out
@@ -295,6 +305,46 @@ fn render_quota(out: &mut String, q: &Usage) {
         if let Some(limit) = limit {
             segment_line(out, name, segment, *limit);
         }
+    }
+}
+
+/// The background scrub (docs/metrics.md, "Scrubbing").
+fn render_scrub(out: &mut String, s: &ScrubStatus) {
+    for (name, kind, help, v) in [
+        (
+            "rest_server_scrub_objects_checked_total",
+            "counter",
+            "Objects re-read and checked against their names by the background scrub.",
+            s.objects_checked.load(Ordering::Relaxed),
+        ),
+        (
+            "rest_server_scrub_bytes_checked_total",
+            "counter",
+            "Bytes re-read by the background scrub.",
+            s.bytes_checked.load(Ordering::Relaxed),
+        ),
+        (
+            "rest_server_scrub_last_pass_completed_timestamp_seconds",
+            "gauge",
+            "Unix time the last complete scrub pass ended (0: none yet).",
+            s.last_pass_completed.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let name = "rest_server_scrub_damaged_objects";
+    header(
+        out,
+        name,
+        "gauge",
+        "Damaged objects found the last time the scrub checked each repository.",
+    );
+    for (repo, n) in s.damaged() {
+        out.push_str(name);
+        out.push_str("{repo=\"");
+        escape_label(out, &repo);
+        let _ = writeln!(out, "\"}} {n}");
     }
 }
 
@@ -481,7 +531,7 @@ mod tests {
             limit: Some(20),
             segments: vec![("a\"b".into(), 4, Some(8)), ("bob".into(), 6, None)],
         };
-        let text = m.render(&ProcessStats::default(), Some(&quota));
+        let text = m.render(&ProcessStats::default(), Some(&quota), None);
         for line in [
             "rest_server_blob_write_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 2",
             "rest_server_blob_write_bytes_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 150",
@@ -521,7 +571,7 @@ mod tests {
             BlobOp::Read,
             1,
         );
-        let text = m.render(&ProcessStats::default(), None);
+        let text = m.render(&ProcessStats::default(), None, None);
         assert!(
             text.contains(r#"{repo="a\\b/x\ny",type="index",user="u\"1"} 1"#),
             "{text}"

@@ -1,9 +1,11 @@
 //! Storage: the names everything shares (`names`: object types, ids, repository paths), the
 //! on-disk layout of repositories (`repo`), one crash-safe upload (`upload`) and the quota
-//! counters uploads and deletes keep (`quota`). No HTTP and no users here: the handler
+//! counters uploads and deletes keep (`quota`), and the scrub that re-checks stored objects
+//! (`scrub`). No HTTP and no users here: the handler
 //! decides what to do, these modules do it on disk.
 
 pub(crate) mod names;
 pub(crate) mod quota;
 pub(crate) mod repo;
+pub(crate) mod scrub;
 pub(crate) mod upload;
