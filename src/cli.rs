@@ -928,8 +928,14 @@ mod tests {
         assert_eq!(parse_rate("20MiB/s"), Some(20 << 20));
         assert_eq!(parse_rate("5MB"), Some(5_000_000));
         assert_eq!(parse_rate("/s"), None);
-        assert_eq!(parse_duration("30d"), Some(std::time::Duration::from_secs(30 * 86_400)));
-        assert_eq!(parse_duration("90m"), Some(std::time::Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("30d"),
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            parse_duration("90m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
         for bad in ["", "30", "d", "1.5h", "3w"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }

@@ -266,7 +266,11 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
         }
         report
     });
-    let mut res = Response::new(Body::text(m.render(&process, quota.as_ref(), st.scrub.as_deref())));
+    let mut res = Response::new(Body::text(m.render(
+        &process,
+        quota.as_ref(),
+        st.scrub.as_deref(),
+    )));
     set(&mut res, header::CONTENT_TYPE, metrics::CONTENT_TYPE);
     Ok(res)
 }

@@ -3,53 +3,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
-
-/// The restic to run: `$TEST_RESTIC` if set (CI also runs these tests with a current restic,
-/// see .ci/restic-new.sh), else `restic` from PATH (Debian 12's 0.14).
-fn restic_bin() -> String {
-    std::env::var("TEST_RESTIC")
-        .ok()
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "restic".into())
-}
-
-/// restic's minor version (0.MINOR.x), for commands that were renamed.
-fn restic_minor() -> u32 {
-    let out = Command::new(restic_bin())
-        .arg("version")
-        .output()
-        .expect("restic version");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "restic 0.14.0 compiled with go1.19.8 on linux/amd64"
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read restic's version from {text:?}"))
-}
-
-/// Runs restic against `repo_url`; returns its output.
-fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> Output {
-    Command::new(restic_bin())
-        .args(args)
-        .env("RESTIC_REPOSITORY", repo_url)
-        .env("RESTIC_PASSWORD", "correct horse battery staple")
-        .env("RESTIC_CACHE_DIR", dir.join("cache"))
-        .env_remove("RESTIC_PASSWORD_FILE")
-        .output()
-        .expect("restic must be installed (apt-get install restic)")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "restic {what} failed:\n{text}");
-    text
-}
+use std::process::Command;
 
 /// ~50 MiB of files: a few large incompressible ones and many small ones.
 fn make_source(root: &Path) {

@@ -74,9 +74,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<ScrubCom
         })
         .collect::<Result<_, _>>()?;
     Ok(ScrubCommand {
-        path: given
-            .path("path")?
-            .unwrap_or_else(|| DEFAULT_PATH.into()),
+        path: given.path("path")?.unwrap_or_else(|| DEFAULT_PATH.into()),
         rate,
         json: given.flag("json"),
         repos,

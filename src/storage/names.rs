@@ -94,7 +94,11 @@ pub(crate) enum RepoFile {
 /// refused too: it separates paths on other systems, and no restic client sends one. The
 /// scrub's state file name is reserved.
 pub(crate) fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && s != SCRUB_STATE_FILE && !s.contains(['/', '\0', '\\'])
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s != SCRUB_STATE_FILE
+        && !s.contains(['/', '\0', '\\'])
 }
 
 #[cfg(test)]

@@ -221,7 +221,11 @@ pub(crate) fn walk(
             let top = match sorted_entries(&type_dir) {
                 Ok(t) => t,
                 Err(e) => {
-                    emit(&[], type_dir.clone(), Some(Problem::Unreadable(e.to_string())))?;
+                    emit(
+                        &[],
+                        type_dir.clone(),
+                        Some(Problem::Unreadable(e.to_string())),
+                    )?;
                     continue;
                 }
             };
@@ -275,7 +279,11 @@ pub(crate) fn check(obj: &Object, pacer: &mut Pacer, buf: &mut Vec<u8>) -> Outco
     };
     match file.metadata() {
         Ok(m) if m.file_type().is_file() => {}
-        Ok(m) => return Outcome::Damaged(Problem::NotAFile(not_a_file(&m.file_type()).unwrap_or("special"))),
+        Ok(m) => {
+            return Outcome::Damaged(Problem::NotAFile(
+                not_a_file(&m.file_type()).unwrap_or("special"),
+            ));
+        }
         Err(e) => return Outcome::Damaged(Problem::Unreadable(e.to_string())),
     }
     let mut hasher = Sha256::new();
@@ -396,7 +404,11 @@ pub(crate) struct ScrubStatus {
 impl ScrubStatus {
     /// Damaged objects per repository (joined path), sorted.
     pub(crate) fn damaged(&self) -> Vec<(String, u64)> {
-        self.damaged.locked().iter().map(|(r, n)| (r.clone(), *n)).collect()
+        self.damaged
+            .locked()
+            .iter()
+            .map(|(r, n)| (r.clone(), *n))
+            .collect()
     }
 
     fn set_damaged(&self, repo: &RepoPath, n: u64) {
@@ -549,7 +561,9 @@ fn background(
                 }
             );
         }
-        status.pass_started.store(st.pass_started, Ordering::Relaxed);
+        status
+            .pass_started
+            .store(st.pass_started, Ordering::Relaxed);
 
         let repos = match find_repos(root) {
             Ok(r) => r,
@@ -589,10 +603,14 @@ fn background(
                 }
                 current = Some((o.repo.clone(), 0));
             }
-            match check(&o, &mut pacer, &mut buf) {
-                Outcome::Intact(bytes) => {
+            let read_before = pacer.total;
+            let outcome = check(&o, &mut pacer, &mut buf);
+            // Every byte read counts, a damaged object's too.
+            let read = pacer.total - read_before;
+            status.bytes_checked.fetch_add(read, Ordering::Relaxed);
+            match outcome {
+                Outcome::Intact(_) => {
                     status.objects_checked.fetch_add(1, Ordering::Relaxed);
-                    status.bytes_checked.fetch_add(bytes, Ordering::Relaxed);
                     objects += 1;
                 }
                 Outcome::Damaged(p) => {

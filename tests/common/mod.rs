@@ -91,8 +91,14 @@ impl Server {
     }
 
     pub fn start_in(dir: TempDir, args: &[&str]) -> Server {
+        Server::start_in_env(dir, args, &[])
+    }
+
+    /// [`Server::start_in`] with extra environment variables for the server.
+    pub fn start_in_env(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
         let data = dir.path().join("data");
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         if !args.iter().any(|a| a.starts_with("--path")) {
             cmd.arg("--path").arg(&data);
         }
@@ -529,4 +535,52 @@ pub fn cli_with_stdin(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// The real `restic` client (Debian package `restic`), for tests of what a user does.
+
+/// The restic to run: `$TEST_RESTIC` if set (CI also runs these tests with a current restic,
+/// see .ci/restic-new.sh), else `restic` from PATH (Debian 12's 0.14).
+pub fn restic_bin() -> String {
+    std::env::var("TEST_RESTIC")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "restic".into())
+}
+
+/// restic's minor version (0.MINOR.x), for commands that were renamed.
+pub fn restic_minor() -> u32 {
+    let out = std::process::Command::new(restic_bin())
+        .arg("version")
+        .output()
+        .expect("restic version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "restic 0.14.0 compiled with go1.19.8 on linux/amd64"
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').nth(1))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read restic's version from {text:?}"))
+}
+
+/// Runs restic against `repo_url`; returns its output.
+pub fn restic(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(restic_bin())
+        .args(args)
+        .env("RESTIC_REPOSITORY", repo_url)
+        .env("RESTIC_PASSWORD", "correct horse battery staple")
+        .env("RESTIC_CACHE_DIR", dir.join("cache"))
+        .env_remove("RESTIC_PASSWORD_FILE")
+        .output()
+        .expect("restic must be installed (apt-get install restic)")
+}
+
+pub fn ok(out: std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "restic {what} failed:\n{text}");
+    text
 }
