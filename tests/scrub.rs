@@ -343,3 +343,47 @@ fn background_scrub_resumes_from_its_state_file_after_a_crash() {
         "the resumed pass checked {checked} of {total} objects: it did not resume"
     );
 }
+
+#[test]
+fn background_scrub_pauses_while_an_upload_is_written() {
+    let (dir, data) = backed_up_repo();
+    // ~24 MB spread over 20 s: ~1.2 MB/s, reads of 128 KiB.
+    let s = Server::start_in(
+        dir,
+        &[
+            "--no-auth",
+            "--prometheus",
+            "--path",
+            data.to_str().unwrap(),
+            "--scrub-every",
+            "20s",
+            "--scrub-rate",
+            "2MiB/s",
+        ],
+    );
+    let bytes = || {
+        metric(
+            &s.get("/metrics").text(),
+            "rest_server_scrub_bytes_checked_total",
+        )
+        .unwrap()
+    };
+    wait_until(30, "the scrub reading", || bytes() > 0.0);
+    let body = random_bytes(1 << 20, 7);
+    let id = sha256_hex(&body);
+    let upload = s.start_upload(&format!("/{REPO}/data/{id}"), body.len(), &body[..1000]);
+    // A read that had started may finish; after it, nothing while the upload is open.
+    // Absence can only be shown over a window: 2 s at ~1.2 MB/s would be ~20 reads.
+    let at_pause = bytes() + (128 << 10) as f64;
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(2) {
+        let now = bytes();
+        assert!(
+            now <= at_pause,
+            "the scrub read {now} > {at_pause} during an upload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(upload); // the client goes away: the temp file is removed, the scrub goes on
+    wait_until(30, "the scrub reading again", || bytes() > at_pause);
+}
