@@ -160,7 +160,7 @@ pub(crate) fn find_repos(root: &Path) -> io::Result<Vec<RepoPath>> {
             }
         }
     }
-    found.sort_by(|a, b| a.joined().cmp(&b.joined()));
+    found.sort_by_key(|r| r.joined());
     Ok(found)
 }
 
@@ -266,7 +266,7 @@ pub(crate) fn check(obj: &Object, pacer: &mut Pacer, buf: &mut Vec<u8>) -> Outco
     if let Some(what) = not_a_file(&meta.file_type()) {
         return Outcome::Damaged(Problem::NotAFile(what));
     }
-    if !ObjectId::is_valid(&obj.name.rsplit('/').next().unwrap_or_default()) {
+    if !ObjectId::is_valid(obj.name.rsplit('/').next().unwrap_or_default()) {
         return Outcome::Damaged(Problem::BadName);
     }
     // O_NONBLOCK and O_NOFOLLOW: if a FIFO or a symlink took the name since the stat, the
@@ -290,7 +290,7 @@ pub(crate) fn check(obj: &Object, pacer: &mut Pacer, buf: &mut Vec<u8>) -> Outco
     let mut total = 0u64;
     buf.resize(READ_CHUNK, 0);
     loop {
-        pacer.before_read(buf.len() as u64);
+        pacer.before_read();
         let n = match file.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -357,16 +357,16 @@ impl Pacer {
     }
 
     /// Waits until reading more keeps the average at the rate, and no upload is written.
-    fn before_read(&mut self, _next: u64) {
-        if let Some(open) = &self.yield_to {
-            if open.load(Ordering::Relaxed) > 0 {
-                while open.load(Ordering::Relaxed) > 0 {
-                    std::thread::sleep(PAUSE_POLL);
-                }
-                // The pause is not credit: no burst to catch up afterwards.
-                self.since = Instant::now();
-                self.bytes = 0;
+    fn before_read(&mut self) {
+        if let Some(open) = &self.yield_to
+            && open.load(Ordering::Relaxed) > 0
+        {
+            while open.load(Ordering::Relaxed) > 0 {
+                std::thread::sleep(PAUSE_POLL);
             }
+            // The pause is not credit: no burst to catch up afterwards.
+            self.since = Instant::now();
+            self.bytes = 0;
         }
         if let Some(rate) = self.rate {
             // Reads so far are due at bytes/rate after `since`: sleep until then, so the
@@ -474,7 +474,7 @@ impl SavedState {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
