@@ -588,8 +588,7 @@ fn background(
                 schedule.max_rate
             );
         }
-        // At least 64 KiB/s, so a nearly empty data directory does not crawl.
-        pacer.set_rate(Some(spread.clamp(64 * 1024, schedule.max_rate.max(1))));
+        pacer.set_rate(Some(pass_rate(spread, schedule.max_rate)));
 
         let t = Instant::now();
         let mut saved_at = Instant::now();
@@ -649,6 +648,15 @@ fn background(
     }
 }
 
+/// The rate of a pass: what spreads it over the interval, at least [`MIN_PASS_RATE`] (so a
+/// nearly empty data directory does not crawl), never above `--scrub-rate` (which may itself
+/// be lower than that floor).
+fn pass_rate(spread: u64, max_rate: u64) -> u64 {
+    spread.max(MIN_PASS_RATE).min(max_rate)
+}
+
+const MIN_PASS_RATE: u64 = 64 * 1024;
+
 /// The ERROR line of a damaged object; names are escaped like every other log line.
 pub(crate) fn log_damage(o: &Object, p: &Problem) {
     use crate::accesslog::escape;
@@ -676,6 +684,13 @@ mod tests {
         assert_eq!(SavedState::parse(&st.render()), st);
         assert_eq!(SavedState::parse("garbage"), SavedState::default());
         assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn pass_rate_never_exceeds_the_limit_even_below_the_floor() {
+        assert_eq!(pass_rate(10, 1 << 20), MIN_PASS_RATE);
+        assert_eq!(pass_rate(5 << 20, 1 << 20), 1 << 20);
+        assert_eq!(pass_rate(0, 1000), 1000);
     }
 
     #[test]
