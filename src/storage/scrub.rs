@@ -686,6 +686,81 @@ mod tests {
         assert_eq!(unhex("zz"), None);
     }
 
+    /// Every kind of entry a pass meets, each with the outcome it must get.
+    #[test]
+    fn walk_and_check_classify_every_entry() {
+        let root = std::env::temp_dir().join(format!("scrub-walk-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let repo = root.join("r");
+        for d in ["data/ab", "data/zz", "index", "keys", "locks", "snapshots"] {
+            fs::create_dir_all(repo.join(d)).unwrap();
+        }
+        fs::write(repo.join("config"), b"not hashed").unwrap();
+        let body = b"intact";
+        let id = hex(&Sha256::digest(body));
+        let good = format!("data/{}/{id}", &id[..2]);
+        fs::create_dir_all(repo.join(&good).parent().unwrap()).unwrap();
+        fs::write(repo.join(&good), body).unwrap();
+        fs::write(repo.join("data/ab/not-an-id"), b"x").unwrap();
+        fs::write(repo.join(format!("data/zz/{id}")), body).unwrap(); // wrong directory
+        fs::write(repo.join(format!("index/{id}{TEMP_MARKER}0123")), b"x").unwrap(); // skipped
+        fs::write(repo.join(format!("locks/{id}")), b"skipped").unwrap();
+        fs::write(repo.join(format!("snapshots/{id}")), b"rotten").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", repo.join(format!("keys/{id}"))).unwrap();
+        fs::write(root.join(STATE_FILE), b"not a repository").unwrap();
+
+        let repos = find_repos(&root).unwrap();
+        assert_eq!(repos.iter().map(|r| r.joined()).collect::<Vec<_>>(), ["r"]);
+        let mut seen = Vec::new();
+        let mut pacer = Pacer::new(None, None);
+        let mut buf = Vec::new();
+        let _ = walk(&root, &repos, None, &mut |o| {
+            seen.push((o.kind, o.name.clone(), check(&o, &mut pacer, &mut buf)));
+            ControlFlow::Continue(())
+        });
+        let damaged = |p| Outcome::Damaged(p);
+        let want = [
+            (
+                Kind::Data,
+                "ab/not-an-id".to_owned(),
+                damaged(Problem::BadName),
+            ),
+            (Kind::Data, format!("{}/{id}", &id[..2]), Outcome::Intact(6)),
+            (Kind::Data, format!("zz/{id}"), damaged(Problem::BadName)),
+            (
+                Kind::Keys,
+                id.clone(),
+                damaged(Problem::NotAFile("a symbolic link")),
+            ),
+        ];
+        for w in &want {
+            assert!(seen.contains(w), "{w:?} not in {seen:?}");
+        }
+        let snap = seen.iter().find(|s| s.0 == Kind::Snapshots).unwrap();
+        assert!(matches!(
+            snap.2,
+            Outcome::Damaged(Problem::HashMismatch { .. })
+        ));
+        assert_eq!(
+            seen.len(),
+            5,
+            "locks, config and temp files are skipped: {seen:?}"
+        );
+        // Resuming after the second object visits only what follows it.
+        let mut keys = Vec::new();
+        let _ = walk(&root, &repos, None, &mut |o| {
+            keys.push(o.key().to_vec());
+            ControlFlow::Continue(())
+        });
+        let mut after = 0;
+        let _ = walk(&root, &repos, Some(&keys[1]), &mut |_| {
+            after += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(after, keys.len() - 2);
+        let _ = fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn pass_rate_never_exceeds_the_limit_even_below_the_floor() {
         assert_eq!(pass_rate(10, 1 << 20), MIN_PASS_RATE);
