@@ -143,6 +143,7 @@ build_deb() {
         "$root/etc/default" "$doc" "$root/usr/share/lintian/overrides"
     install -m 0755 "$bin" "$root/usr/bin/rest-server"
     install -m 0644 "$here/debian/rest-server.service" "$here/debian/rest-server.socket" \
+        "$here/debian/rest-server-scrub.service" "$here/debian/rest-server-scrub.timer" \
         "$root/usr/lib/systemd/system/"
     install -m 0644 "$here/debian/default" "$root/etc/default/rest-server"
     install -m 0644 "$here/README.md" "$here/debian/copyright" "$doc/"
@@ -235,6 +236,7 @@ build_tarball() {
     install -m 0755 "$bin" "$d/rest-server"
     install -m 0644 "$here/README.md" "$d/README.md"
     install -m 0644 "$here/debian/rest-server.service" "$here/debian/rest-server.socket" \
+        "$here/debian/rest-server-scrub.service" "$here/debian/rest-server-scrub.timer" \
         "$d/systemd/"
     install -m 0644 "$here/debian/default" "$d/systemd/rest-server.default"
     install -m 0755 "$here/openwrt/rest-server.init" "$d/openwrt/rest-server.init"

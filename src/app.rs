@@ -1,6 +1,6 @@
 //! The application, assembled: the shared [`State`] built once from the validated config,
 //! the start-up lines that say what is on and where, and the background work started with
-//! it (the usage tally). `main.rs` calls these in order; `handler.rs` only reads the state.
+//! it (the usage tally, the background scrub). `main.rs` calls these in order; `handler.rs` only reads the state.
 
 use crate::access::Rules;
 use crate::accesslog::AccessLog;
@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::storage::inventory::{self, Inventory};
 use crate::storage::quota::Quota;
 use crate::storage::repo::Repos;
+use crate::storage::scrub::{self, ScrubStatus};
 use crate::storage::upload::{self, Turns};
 use crate::watch::Watched;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub(crate) struct State {
     pub started: Instant,
     /// The TLS certificate's SHA-256 fingerprint, when TLS is on (shown on the status page).
     pub tls_fingerprint: Option<String>,
+    /// `--scrub-every`: what the background scrub has found, for `/metrics` and status.
+    pub scrub: Option<Arc<ScrubStatus>>,
 }
 
 impl State {
@@ -102,6 +105,7 @@ impl State {
             status_page: cfg.status_page,
             started: Instant::now(),
             tls_fingerprint: None,
+            scrub: cfg.scrub.map(|_| Arc::default()),
         })
     }
 
@@ -219,6 +223,14 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     if let Some(cli::LogTarget::File(p)) = &cfg.log {
         log::info!("Access log: {}", p.display());
     }
+    if let Some(s) = &cfg.scrub {
+        log::info!(
+            "Scrub: every object re-read once per {} s at most at {} bytes/s, pausing for uploads (state in {})",
+            s.every.as_secs(),
+            s.max_rate,
+            cfg.path.join(scrub::STATE_FILE).display()
+        );
+    }
     if cfg.cpu_profile_ignored {
         log::warn!("--cpu-profile is specific to the Go server and not supported: ignored");
     }
@@ -261,4 +273,21 @@ fn walk_data_dir(state: &State, for_quota: bool) {
         }
     })
     .detach();
+}
+
+/// `--scrub-every`: starts the background scrub on a thread of its own. It reads at normal
+/// I/O priority: the idle class needs ioprio_set(2), which neither std nor rustix wraps, and
+/// we write no unsafe code; the rate limit and the pause for uploads keep it out of the way
+/// (README, "Checking for bit rot").
+pub(crate) fn start_scrub(cfg: &Config, state: &State) {
+    let (Some(schedule), Some(status)) = (cfg.scrub, &state.scrub) else {
+        return;
+    };
+    scrub::spawn_background(
+        state.repos.root().to_owned(),
+        schedule,
+        state.repos.uploads_open_counter(),
+        status.clone(),
+        state.repos.file_mode(),
+    );
 }

@@ -296,6 +296,7 @@ async fn serve_metrics(st: &State, user: Option<&str>) -> Result<Response, Error
         &process,
         quota.as_ref(),
         repos.as_deref(),
+        st.scrub.as_deref(),
     )));
     set(&mut res, header::CONTENT_TYPE, metrics::CONTENT_TYPE);
     Ok(res)

@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Ok(Command::Serve(cfg)) => cfg,
         Ok(Command::User(cmd)) => return cmd::user::run(&cmd),
         Ok(Command::Status(cmd)) => return cmd::status::run(&cmd),
+        Ok(Command::Scrub(cmd)) => return cmd::scrub::run(&cmd),
         Ok(Command::AccessCheck { file, user, repo }) => {
             return access::check_command(&file, &user, &repo);
         }
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
     }
     app::announce(&cfg, &state);
     app::count_usage(&state);
+    app::start_scrub(&cfg, &state);
     match http::server::run(&cfg, state, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

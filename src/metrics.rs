@@ -44,6 +44,7 @@ use crate::lock::Lock as _;
 use crate::storage::inventory::{self, RepoStats};
 use crate::storage::names::Kind;
 use crate::storage::quota::Usage;
+use crate::storage::scrub::ScrubStatus;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -201,11 +202,13 @@ impl Metrics {
 
     /// The whole exposition. `quota`: usage, when `--max-size` or `--access-file` is given.
     /// `repos`: the per-repository inventory, unless `--no-repo-metrics`.
+    /// `scrub`: the background scrub's results, with `--scrub-every`.
     pub(crate) fn render(
         &self,
         process: &ProcessStats,
         quota: Option<&Usage>,
         repos: Option<&[(String, RepoStats)]>,
+        scrub: Option<&ScrubStatus>,
     ) -> String {
         // Copy under the lock, format without it.
         let mut rows: Vec<(Box<str>, String, RepoTallies)> = {
@@ -258,6 +261,9 @@ impl Metrics {
         }
         if let Some(repos) = repos {
             render_repos(&mut out, repos);
+        }
+        if let Some(s) = scrub {
+            render_scrub(&mut out, s);
         }
         process.render(&mut out);
         out
@@ -371,6 +377,46 @@ fn render_repos(out: &mut String, repos: &[(String, RepoStats)]) {
                 repo_line(out, name, repo, Some(kind), v);
             }
         }
+    }
+}
+
+/// The background scrub (docs/metrics.md, "Scrubbing").
+fn render_scrub(out: &mut String, s: &ScrubStatus) {
+    for (name, kind, help, v) in [
+        (
+            "rest_server_scrub_objects_checked_total",
+            "counter",
+            "Objects re-read and checked against their names by the background scrub.",
+            s.objects_checked.load(Ordering::Relaxed),
+        ),
+        (
+            "rest_server_scrub_bytes_checked_total",
+            "counter",
+            "Bytes re-read by the background scrub.",
+            s.bytes_checked.load(Ordering::Relaxed),
+        ),
+        (
+            "rest_server_scrub_last_pass_completed_timestamp_seconds",
+            "gauge",
+            "Unix time the last complete scrub pass ended (0: none yet).",
+            s.last_pass_completed.load(Ordering::Relaxed),
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let name = "rest_server_scrub_damaged_objects";
+    header(
+        out,
+        name,
+        "gauge",
+        "Damaged objects found the last time the scrub checked each repository.",
+    );
+    for (repo, n) in s.damaged() {
+        out.push_str(name);
+        out.push_str("{repo=\"");
+        escape_label(out, &repo);
+        let _ = writeln!(out, "\"}} {n}");
     }
 }
 
@@ -557,7 +603,7 @@ mod tests {
             limit: Some(20),
             segments: vec![("a\"b".into(), 4, Some(8)), ("bob".into(), 6, None)],
         };
-        let text = m.render(&ProcessStats::default(), Some(&quota), None);
+        let text = m.render(&ProcessStats::default(), Some(&quota), None, None);
         for line in [
             "rest_server_blob_write_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 2",
             "rest_server_blob_write_bytes_total{repo=\"alice/laptop\",type=\"data\",user=\"alice\"} 150",
@@ -597,7 +643,7 @@ mod tests {
             BlobOp::Read,
             1,
         );
-        let text = m.render(&ProcessStats::default(), None, None);
+        let text = m.render(&ProcessStats::default(), None, None, None);
         assert!(
             text.contains(r#"{repo="a\\b/x\ny",type="index",user="u\"1"} 1"#),
             "{text}"

@@ -4,6 +4,10 @@
 /// Repo path depth the Go server allows (`/user/repo/`).
 pub(crate) const MAX_REPO_DEPTH: usize = 2;
 
+/// The background scrub's position file directly under `--path` (storage/scrub.rs); refused
+/// as a repository path segment so that no repository can be created over it.
+pub(crate) const SCRUB_STATE_FILE: &str = ".rest-server-scrub-state";
+
 /// The five object directories of a restic repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -87,9 +91,14 @@ pub(crate) enum RepoFile {
 }
 
 /// A repo segment must name exactly one directory entry below its parent. A backslash is
-/// refused too: it separates paths on other systems, and no restic client sends one.
+/// refused too: it separates paths on other systems, and no restic client sends one. The
+/// scrub's state file name is reserved.
 pub(crate) fn valid_segment(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\\'])
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s != SCRUB_STATE_FILE
+        && !s.contains(['/', '\0', '\\'])
 }
 
 #[cfg(test)]
@@ -105,7 +114,7 @@ mod tests {
             repo(&["a", "b", "c"]).is_none(),
             "deeper than the Go server"
         );
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b", SCRUB_STATE_FILE] {
             assert!(repo(&[bad]).is_none(), "{bad:?}");
             assert!(!valid_segment(bad), "{bad:?}");
         }

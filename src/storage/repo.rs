@@ -19,7 +19,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -39,6 +39,8 @@ pub(crate) struct Repos {
     /// Serialises check-then-rename where hard links are missing, so two uploads of one id
     /// cannot both see "absent" and replace each other.
     rename_lock: Arc<Mutex<()>>,
+    /// Uploads being written now (storage/upload.rs `OpenUpload`).
+    uploads_open: Arc<AtomicUsize>,
 }
 
 impl Repos {
@@ -48,7 +50,13 @@ impl Repos {
             group_accessible,
             fsync_warned: AtomicBool::new(false),
             rename_lock: Arc::default(),
+            uploads_open: Arc::default(),
         }
+    }
+
+    /// The count of uploads being written, shared with whoever must yield to them.
+    pub(crate) fn uploads_open_counter(&self) -> Arc<AtomicUsize> {
+        self.uploads_open.clone()
     }
 
     pub(crate) fn rename_lock(&self) -> Arc<Mutex<()>> {

@@ -29,11 +29,12 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
-const TEMP_MARKER: &str = ".rest-server-temp";
+pub(crate) const TEMP_MARKER: &str = ".rest-server-temp";
 
 /// A chunk of the body: gathered from the pieces hyper hands on, then hashed and written with
 /// one write(2), so the disk sees few, large writes (bench-results/2026-11-23/README.md, "Upload writer"). A chunk
@@ -108,10 +109,54 @@ impl Drop for TempPath {
 /// An upload in progress: a temp file next to the target.
 pub(crate) struct TempObject {
     temp: TempPath,
+    /// Counts this upload as being written while it exists (`Repos::uploads_open`).
+    _open: OpenUpload,
     /// `None` only while a blocking task has it.
     file: Option<File>,
     target: PathBuf,
     hash: bool,
+}
+
+/// One upload being written, counted from its temp file's creation until it is committed or
+/// dropped: the background scrub pauses while any is (storage/scrub.rs).
+struct OpenUpload(Arc<AtomicUsize>);
+
+impl OpenUpload {
+    fn new(count: Arc<AtomicUsize>) -> OpenUpload {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenUpload(count)
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Replaces `target` with `bytes` crash-safely: a temp file beside it (the same O_EXCL
+/// creation as an upload's), write, fsync, rename over the target, fsync the directory. A
+/// reader sees the old or the new content, never a mix; for small files of our own (the
+/// scrub state), never objects, which are never replaced.
+pub(crate) fn replace_file(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (mut file, temp) = create_temp(target, false, mode, mode)?;
+    let temp = TempPath(Some(temp));
+    file.write_all(bytes)?;
+    // fsync before the rename, or a crash could leave an empty file under the target name.
+    let synced = file.sync_all();
+    if synced.as_ref().is_err_and(|e| !no_fsync(e)) {
+        return synced;
+    }
+    drop(file);
+    let from = temp.0.clone().unwrap_or_default();
+    fs::rename(&from, target)?;
+    let mut temp = temp;
+    temp.0 = None;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if !no_fsync(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Where the chunks of a body go: the file (if any) and the state that travels with it to
@@ -142,6 +187,7 @@ impl TempObject {
         })
         .await?;
         Ok(TempObject {
+            _open: OpenUpload::new(repos.uploads_open_counter()),
             temp: created.1,
             file: Some(created.0),
             target,
@@ -454,7 +500,7 @@ fn publish(temp: &Path, target: &Path, rename_lock: &Mutex<()>) -> io::Result<St
 }
 
 /// Lowercase hex, the form ids are written in.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

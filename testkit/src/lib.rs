@@ -628,3 +628,14 @@ pub fn restic_ok(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Out
     );
     out
 }
+
+/// Asserts that a restic run succeeded; returns its stdout and stderr together.
+pub fn ok(out: std::process::Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "restic {what} failed:\n{text}");
+    text
+}

@@ -14,6 +14,7 @@ mod metrics;
 mod protocol;
 mod restic;
 mod robustness;
+mod scrub;
 mod service;
 mod stalled;
 #[cfg(feature = "tls")]

@@ -1,18 +1,8 @@
 //! End-to-end with the real `restic` client (Debian package `restic`): what a user does.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use testkit::*;
-
-fn ok(out: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "restic {what} failed:\n{text}");
-    text
-}
 
 /// ~50 MiB of files: a few large incompressible ones and many small ones.
 fn make_source(root: &Path) {
