@@ -1,6 +1,7 @@
-//! Downloads and the write timeout (docs/http.md, "Timeouts and closing"): a client that stops
-//! reading is dropped once nothing has moved for 60 s, and one that reads slowly but steadily
-//! gets every byte, however long it takes.
+//! Timeouts (docs/http.md, "Timeouts and closing"): an idle keep-alive connection is closed
+//! after the 30 s head timeout; a download whose client stops reading is dropped once less
+//! than 64 KiB has moved in 60 s, and one that reads slowly but steadily gets every byte,
+//! however long it takes.
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -80,5 +81,29 @@ fn a_slow_but_steady_download_is_never_dropped() {
     assert!(
         took > Duration::from_secs(60),
         "took only {took:?}: the server never had to wait 60 s on this client"
+    );
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
+    let s = Server::start(&[]);
+    s.create_repo("r");
+    let mut c = std::io::BufReader::new(s.connect());
+    let r = exchange(&mut c, b"GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n", "GET");
+    assert_eq!(r.status, 200);
+    let idle = Instant::now();
+    // The server closes it: the read ends with EOF, not with the client's own timeout.
+    c.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = c
+        .read_to_end(&mut rest)
+        .expect("closed by the server, not timed out");
+    let after = idle.elapsed();
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        after >= Duration::from_secs(29),
+        "closed after {after:?}: before the 30 s head timeout, so not by it"
     );
 }
