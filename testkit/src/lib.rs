@@ -7,11 +7,11 @@
 //! or one directory up (cargo puts test executables in `target/<profile>/deps/` and the
 //! server and bench binaries in `target/<profile>/`). See [`bin`].
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The `rest-server` binary under test: `$REST_SERVER_BIN`, else `rest-server` next to the
@@ -149,17 +149,21 @@ impl Server {
         cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start rest-server");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("start server on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
+        let (tx, rx) = mpsc::channel();
+        follow_lines(
+            child.stderr.take().unwrap(),
+            &log,
+            usize::MAX,
+            &tx,
+            listen_address_in,
+        );
+        follow_lines(
+            child.stdout.take().unwrap(),
+            &log,
+            usize::MAX,
+            &tx,
+            listen_address_in,
+        );
         // Generous: on a loaded 2-core machine, tests that start many servers with bcrypt
         // users at once have seen starts of more than 20 s.
         let addr = rx
@@ -310,6 +314,40 @@ impl Drop for Server {
 }
 
 /// A child process killed (and reaped) when dropped.
+/// The address in rest-server's start-up line `... start server on ADDR`.
+pub fn listen_address_in(line: &str) -> Option<String> {
+    let rest = line.split("start server on ").nth(1)?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// Drains a server's output `pipe` on a thread of its own, for the server's whole life (a
+/// chatty server must never block on a full pipe): each line goes to `lines`, which keeps
+/// the last `keep`, and whatever `find` picks out of a line (the address the server says it
+/// listens on) goes to `found`.
+pub fn follow_lines(
+    pipe: impl Read + Send + 'static,
+    lines: &Arc<Mutex<Vec<String>>>,
+    keep: usize,
+    found: &mpsc::Sender<String>,
+    find: fn(&str) -> Option<String>,
+) {
+    let (lines, found) = (lines.clone(), found.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(addr) = find(&line) {
+                let _ = found.send(addr);
+            }
+            let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+            if keep > 0 && lines.len() >= keep {
+                lines.remove(0);
+            }
+            if keep > 0 {
+                lines.push(line);
+            }
+        }
+    });
+}
+
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
@@ -404,53 +442,138 @@ impl Resp {
     }
 }
 
-/// Reads one response (Content-Length or chunked) from a keep-alive or closing connection.
-pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status: u16 = line
+/// A response's status and header fields, as [`read_response_to`] reads them.
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the server closes the connection after this response.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Reads one response from a keep-alive or closing connection, handing its body to `sink`
+/// piece by piece as it arrives (a benchmark keeps none of it). The body is framed by
+/// `Content-Length`, by chunked coding (chunk extensions and trailers are skipped), or, with
+/// neither, by the end of the connection; there is none after HEAD, 1xx, 204 and 304. An
+/// error: the connection ended early, or the response is not framed as HTTP/1.1 says.
+pub fn read_response_to(
+    r: &mut impl BufRead,
+    method: &str,
+    sink: &mut dyn FnMut(&[u8]),
+) -> io::Result<Head> {
+    let status_line = read_line(r)?;
+    let status = status_line
         .split_whitespace()
         .nth(1)
-        .unwrap_or_else(|| panic!("bad status line {line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = vec![];
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let mut head = Head {
+        status,
+        headers: Vec::new(),
+    };
     loop {
-        let mut h = String::new();
-        r.read_line(&mut h).unwrap();
-        let h = h.trim_end();
-        if h.is_empty() {
+        let line = read_line(r)?;
+        if line.is_empty() {
             break;
         }
-        let (k, v) = h.split_once(':').unwrap();
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        head.headers
+            .push((k.trim().to_owned(), v.trim().to_owned()));
     }
-    let mut resp = Resp {
-        status,
-        headers,
-        body: vec![],
-    };
-    if method == "HEAD" {
-        return resp;
+    if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+        return Ok(head);
     }
-    if resp.header("transfer-encoding") == Some("chunked") {
+    let chunked = head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
         loop {
-            let mut size = String::new();
-            r.read_line(&mut size).unwrap();
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            let mut chunk = vec![0; n + 2];
-            std::io::Read::read_exact(r, &mut chunk).unwrap();
+            let size_line = read_line(r)?;
+            let hex = size_line.split(';').next().unwrap_or("").trim();
+            let n = u64::from_str_radix(hex, 16)
+                .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
             if n == 0 {
+                while !read_line(r)?.is_empty() {}
                 break;
             }
-            resp.body.extend_from_slice(&chunk[..n]);
+            read_body(r, Some(n), sink)?;
+            if !read_line(r)?.is_empty() {
+                return Err(bad("a chunk not followed by CRLF".into()));
+            }
         }
-    } else if let Some(n) = resp.header("content-length") {
-        let mut body = vec![0; n.parse().unwrap()];
-        std::io::Read::read_exact(r, &mut body).unwrap();
-        resp.body = body;
+    } else if let Some(n) = head.header("content-length") {
+        let n = n
+            .parse()
+            .map_err(|_| bad(format!("bad Content-Length {n:?}")))?;
+        read_body(r, Some(n), sink)?;
+    } else {
+        read_body(r, None, sink)?;
     }
-    resp
+    Ok(head)
+}
+
+/// Hands `len` bytes (`None`: all up to the end of the connection) to `sink`.
+fn read_body(
+    r: &mut impl BufRead,
+    len: Option<u64>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut left = len.unwrap_or(u64::MAX);
+    while left > 0 {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return match len {
+                Some(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+                None => Ok(()),
+            };
+        }
+        let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        sink(&buf[..take]);
+        r.consume(take);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// One line without its CRLF (or bare LF); bytes that are not UTF-8 are replaced.
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    if r.read_until(b'\n', &mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = String::from_utf8_lossy(&line);
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Reads one whole response (see [`read_response_to`]); panics if it cannot.
+pub fn read_response(r: &mut impl BufRead, method: &str) -> Resp {
+    let mut body = Vec::new();
+    let head = read_response_to(r, method, &mut |piece| body.extend_from_slice(piece))
+        .unwrap_or_else(|e| panic!("reading the answer to {method}: {e}"));
+    Resp {
+        status: head.status,
+        headers: head.headers,
+        body,
+    }
 }
 
 /// Sends `req` on an existing connection and reads the answer (keep-alive tests).

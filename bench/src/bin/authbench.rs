@@ -13,7 +13,7 @@
 //! `--head-start MS` (how long after the flood the upload starts; default 200).
 
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,14 +52,9 @@ fn start(bin: &Path, data: &Path, extra: &[&str]) -> Server {
         .spawn()
         .expect("start rest-server (cargo build --release first)");
     let (tx, rx) = mpsc::channel();
+    let log = Default::default();
     let stderr = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("start server on ").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
+    testkit::follow_lines(stderr, &log, 0, &tx, testkit::listen_address_in);
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("server did not start");
@@ -75,35 +70,10 @@ fn basic(user: &str, password: &str) -> String {
     format!("Authorization: Basic {b64}\r\n")
 }
 
-/// Reads one response; returns its status. Bodies are read by Content-Length (none here are
-/// chunked), never for HEAD.
+/// Reads one response (the test kit's reader); returns its status.
 fn read_status(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<u16> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    if !head {
-        let mut body = vec![0; len];
-        r.read_exact(&mut body)?;
-    }
-    Ok(status)
+    let method = if head { "HEAD" } else { "GET" };
+    Ok(testkit::read_response_to(r, method, &mut |_| ())?.status)
 }
 
 fn connect_from(source: Option<[u8; 4]>, to: SocketAddr) -> TcpStream {
@@ -290,8 +260,8 @@ fn main() {
         "## upload, one client, {BLOBS} x {} MiB on one keep-alive connection, starting {head_start} ms after {ATTACKERS} wrong passwords at once",
         BLOB >> 20
     );
-    // Start from a cached login, as a running restic has.
-    let mut s = BufReader::new(connect_from(None, authed.addr));
+    // Start from a cached login, as a running restic has (the cache is per user, not per
+    // connection; a new connection each time, since the server closes one idle for 30 s).
     let req = format!("HEAD /{USER}/config HTTP/1.1\r\nHost: b\r\n{cred}\r\n");
     let scenarios = [
         "alone",
@@ -302,6 +272,7 @@ fn main() {
     let mut attacks: Vec<Vec<String>> = vec![vec![]; scenarios.len()];
     for round in 0..rounds {
         for (k, name) in scenarios.iter().enumerate() {
+            let mut s = BufReader::new(connect_from(None, authed.addr));
             s.get_mut().write_all(req.as_bytes()).unwrap();
             assert_eq!(read_status(&mut s, true).unwrap(), 200);
             let data = blobs((round * 10 + k) as u64);

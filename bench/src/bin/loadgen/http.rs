@@ -1,4 +1,5 @@
-//! A minimal blocking HTTP/1.1 client: keep-alive, Content-Length and chunked bodies.
+//! A blocking keep-alive HTTP/1.1 client: writes requests, reads answers with the test kit's
+//! streaming response reader (Content-Length, chunked, or to the end of the connection).
 
 use super::*;
 
@@ -10,10 +11,8 @@ pub(crate) struct Response {
 pub(crate) struct Conn {
     pub(crate) addr: String,
     pub(crate) auth: Option<String>,
-    pub(crate) stream: Option<TcpStream>,
-    pub(crate) buf: Vec<u8>,
-    pub(crate) start: usize,
-    pub(crate) end: usize,
+    /// Read through a CLIENT_BUF buffer; requests are written to the stream under it.
+    pub(crate) stream: Option<BufReader<TcpStream>>,
 }
 
 impl Conn {
@@ -28,27 +27,22 @@ impl Conn {
             addr: addr.to_owned(),
             auth,
             stream: None,
-            buf: vec![0; CLIENT_BUF],
-            start: 0,
-            end: 0,
         }
     }
 
-    pub(crate) fn connect(&mut self) -> io::Result<()> {
+    pub(crate) fn connect(&mut self) -> io::Result<&mut BufReader<TcpStream>> {
         if self.stream.is_none() {
             let s = TcpStream::connect(&self.addr)?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(SOCKET_TIMEOUT))?;
             s.set_write_timeout(Some(SOCKET_TIMEOUT))?;
-            self.stream = Some(s);
-            self.start = 0;
-            self.end = 0;
+            self.stream = Some(BufReader::with_capacity(CLIENT_BUF, s));
         }
-        Ok(())
+        Ok(self.stream.as_mut().expect("just connected"))
     }
 
-    /// Sends one request; body bytes of the answer go to `sink`. On any error the
-    /// connection is dropped (the next request reconnects).
+    /// Sends one request; body bytes of the answer go to `sink` (the test kit's response
+    /// reader). On any error the connection is dropped (the next request reconnects).
     pub(crate) fn request(
         &mut self,
         method: &str,
@@ -58,21 +52,21 @@ impl Conn {
         sink: &mut dyn FnMut(&[u8]),
     ) -> io::Result<Response> {
         let r = self.request_inner(method, path, headers, body, sink);
-        if r.is_err() {
+        if !matches!(r, Ok((_, true))) {
             self.stream = None;
         }
-        r
+        r.map(|(response, _)| response)
     }
 
-    pub(crate) fn request_inner(
+    /// The response, and whether the connection can carry another request.
+    fn request_inner(
         &mut self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
         sink: &mut dyn FnMut(&[u8]),
-    ) -> io::Result<Response> {
-        self.connect()?;
+    ) -> io::Result<(Response, bool)> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         if let Some(a) = &self.auth {
             let _ = write!(head, "Authorization: {a}\r\n");
@@ -84,134 +78,30 @@ impl Conn {
             let _ = write!(head, "Content-Length: {}\r\n", body.len());
         }
         head.push_str("\r\n");
-        let stream = self.stream.as_mut().expect("connected");
+        let stream = self.connect()?;
         if body.len() <= CLIENT_BUF {
             let mut all = head.into_bytes();
             all.extend_from_slice(body);
-            stream.write_all(&all)?;
+            stream.get_mut().write_all(&all)?;
         } else {
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(body)?;
-        }
-
-        let status_line = self.line()?;
-        let status = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        loop {
-            let line = self.line()?;
-            if line.is_empty() {
-                break;
-            }
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            match k.as_str() {
-                "content-length" => length = v.parse::<u64>().ok(),
-                "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-                "connection" => close = v.eq_ignore_ascii_case("close"),
-                _ => {}
-            }
+            stream.get_mut().write_all(head.as_bytes())?;
+            stream.get_mut().write_all(body)?;
         }
         let mut body_len = 0;
-        if method != "HEAD" && status != 204 && status != 304 {
-            if chunked {
-                loop {
-                    let size_line = self.line()?;
-                    let hex = size_line.split(';').next().unwrap_or("").trim();
-                    let n = u64::from_str_radix(hex, 16)
-                        .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
-                    if n == 0 {
-                        // Trailers, then the empty line.
-                        while !self.line()?.is_empty() {}
-                        break;
-                    }
-                    self.body(n, sink)?;
-                    body_len += n;
-                    if !self.line()?.is_empty() {
-                        return Err(bad("chunk not followed by CRLF".into()));
-                    }
-                }
-            } else if let Some(n) = length {
-                self.body(n, sink)?;
-                body_len = n;
-            } else {
-                // No length: the body ends with the connection.
-                loop {
-                    if self.start == self.end && self.fill()? == 0 {
-                        break;
-                    }
-                    sink(&self.buf[self.start..self.end]);
-                    body_len += (self.end - self.start) as u64;
-                    self.start = self.end;
-                }
-                close = true;
-            }
-        }
-        if close {
-            self.stream = None;
-        }
-        Ok(Response { status, body_len })
+        let answer = testkit::read_response_to(stream, method, &mut |piece| {
+            body_len += piece.len() as u64;
+            sink(piece);
+        })?;
+        let framed = method == "HEAD"
+            || answer.header("content-length").is_some()
+            || answer.header("transfer-encoding").is_some()
+            || [204, 304].contains(&answer.status);
+        let response = Response {
+            status: answer.status,
+            body_len,
+        };
+        Ok((response, framed && !answer.closes()))
     }
-
-    pub(crate) fn fill(&mut self) -> io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.end == self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let stream = self
-            .stream
-            .as_mut()
-            .ok_or_else(|| bad("not connected".into()))?;
-        let n = stream.read(&mut self.buf[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-
-    pub(crate) fn line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(i) = self.buf[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + i]);
-                let line = line.trim_end_matches('\r').to_owned();
-                self.start += i + 1;
-                return Ok(line);
-            }
-            if self.end - self.start == self.buf.len() {
-                return Err(bad("header line too long".into()));
-            }
-            if self.fill()? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    pub(crate) fn body(&mut self, mut n: u64, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        while n > 0 {
-            if self.start == self.end && self.fill()? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            let take = (self.end - self.start).min(n as usize);
-            sink(&self.buf[self.start..self.start + take]);
-            self.start += take;
-            n -= take as u64;
-        }
-        Ok(())
-    }
-}
-
-pub(crate) fn bad(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
 pub(crate) fn discard(_: &[u8]) {}

@@ -126,27 +126,23 @@ impl Server {
             .map_err(|e| format!("cannot start {prog}: {e}"))?;
         let pid = child.id();
         let output = Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = mpsc::channel();
-        // Both streams are drained for the server's whole life, or a chatty server blocks.
-        let pipes: Vec<Box<dyn Read + Send>> = vec![
-            Box::new(child.stdout.take().expect("piped")),
-            Box::new(child.stderr.take().expect("piped")),
-        ];
-        for pipe in pipes {
-            let (tx, out) = (port_tx.clone(), output.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(p) = port_in(&line) {
-                        let _ = tx.send(p);
-                    }
-                    let mut out = out.lock().unwrap();
-                    out.push(line);
-                    if out.len() > 200 {
-                        out.remove(0);
-                    }
-                }
-            });
-        }
+        let (addr_tx, addr_rx) = mpsc::channel();
+        // Any server's start-up line that names 127.0.0.1:PORT (ours, Go's, rustic's).
+        let find = |line: &str| port_in(line).map(|p| format!("127.0.0.1:{p}"));
+        testkit::follow_lines(
+            child.stdout.take().expect("piped"),
+            &output,
+            200,
+            &addr_tx,
+            find,
+        );
+        testkit::follow_lines(
+            child.stderr.take().expect("piped"),
+            &output,
+            200,
+            &addr_tx,
+            find,
+        );
         let mut server = Server {
             auth_always: spec.auth_always,
             child,
@@ -165,8 +161,8 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(1));
             },
             None => loop {
-                if let Ok(p) = port_rx.recv_timeout(Duration::from_millis(5)) {
-                    break format!("127.0.0.1:{p}");
+                if let Ok(addr) = addr_rx.recv_timeout(Duration::from_millis(5)) {
+                    break addr;
                 }
                 server.fail_if_exited(deadline)?;
             },
