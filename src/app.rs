@@ -7,7 +7,7 @@ use crate::accesslog::AccessLog;
 use crate::auth::Auth;
 use crate::cli::{self, Config, LogTarget};
 use crate::metrics::Metrics;
-use crate::storage::inventory::{self, Inventory};
+use crate::storage::inventory::Inventory;
 use crate::storage::quota::Quota;
 use crate::storage::repo::Repos;
 use crate::storage::scrub::{self, ScrubStatus};
@@ -206,6 +206,11 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
             "for authenticated users"
         };
         log::info!("Prometheus metrics at /metrics, {who}");
+        if cfg.repo_metrics && who == "without authentication" {
+            log::info!(
+                "/metrics names every repository with its size and snapshot times; --no-repo-metrics leaves those series out"
+            );
+        }
         if cfg.no_auth && cfg.private_repos && !cfg.prometheus_no_auth {
             log::warn!(
                 "--private-repos with --no-auth: /metrics answers 401 to everyone, as in the Go server (add --prometheus-no-auth)"
@@ -257,9 +262,9 @@ fn walk_data_dir(state: &State, for_quota: bool) {
     let root = state.repos.root().to_owned();
     smol::unblock(move || {
         let t = Instant::now();
-        let walked = inventory::walk(&root);
+        let walked = inv.rewalk(&root);
         let ms = t.elapsed().as_millis();
-        let n = inv.replace(walked.repos);
+        let n = inv.len();
         log::info!("Inventory: {n} repositories (counted in {ms} ms)");
         if let Some(q) = quota {
             let used = walked.total;

@@ -345,7 +345,7 @@ fn render_repos(out: &mut String, repos: &[(String, RepoStats)]) {
         ),
         (
             "rest_server_repo_last_upload_timestamp_seconds",
-            "Unix time of the newest object stored in the repository.",
+            "Unix time of the newest object (not a lock) stored in the repository.",
             |s| s.newest_upload,
         ),
     ];

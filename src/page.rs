@@ -10,6 +10,7 @@ use crate::app::{AuthMode, State};
 use crate::handler::{Request, header_str, set};
 use crate::http::body::{Body, Response};
 use crate::storage::inventory::{self, RepoStats, age, human_bytes};
+use crate::storage::quota::Usage;
 use hyper::Method;
 use hyper::header;
 use std::fmt::Write as _;
@@ -28,6 +29,10 @@ pub(crate) fn wanted(req: &Request) -> bool {
 
 /// The page for `user` (already authenticated).
 pub(crate) async fn serve(st: &State, user: Option<&str>) -> Response {
+    // The same rules as a request's: a changed access file is read again first.
+    if let Some(access) = &st.access {
+        access.reload_if_changed().await;
+    }
     let repos: Vec<(String, RepoStats)> = st
         .inventory
         .report()
@@ -70,9 +75,8 @@ fn may_read(st: &State, user: Option<&str>, name: &str) -> bool {
 
 /// The quota that applies to a repository: its first segment's `[quotas]` limit, else
 /// `--max-size`: (what, used, limit).
-fn quota_of(st: &State, name: &str) -> Option<(String, u64, u64)> {
-    let q = st.quota.as_ref()?;
-    let report = q.report();
+fn quota_of(st: &State, report: Option<&Usage>, name: &str) -> Option<(String, u64, u64)> {
+    let (q, report) = (st.quota.as_ref()?, report?);
     if let (Some(access), Some(seg)) = (&st.access, name.split('/').next())
         && !name.is_empty()
         && let Some(limit) = access.get().quota(seg).and_then(|r| r.limit)
@@ -95,6 +99,8 @@ fn render(
     now: u64,
 ) -> String {
     let mut out = String::with_capacity(4096 + repos.len() * 400);
+    // Taken once for the page (it copies every segment's usage), not once per repository.
+    let quota_report = st.quota.as_ref().map(|q| q.report());
     out.push_str(concat!(
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content=\"width=device-width,initial-scale=1\">",
@@ -146,7 +152,7 @@ fn render(
             None => out.push_str("<span class=\"age stale\">no snapshot</span>"),
         }
         out.push_str("</div>");
-        if let Some((of, used, limit)) = quota_of(st, name) {
+        if let Some((of, used, limit)) = quota_of(st, quota_report.as_ref(), name) {
             let pct = crate::cmd::status::percent(used, limit);
             let full = if pct >= 90 { " class=full" } else { "" };
             out.push_str("<div class=m>quota of ");

@@ -3,6 +3,7 @@
 //! user can do about it, and a summary. Exit 0: all intact; 1: damage found; 2: usage error
 //! (or no data directory). It only reads: nothing is modified, moved or deleted.
 
+use super::json_str;
 use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
 use crate::storage::names::{Kind, RepoPath};
 use crate::storage::scrub::{self, Object, Outcome, Pacer, Problem};
@@ -188,6 +189,8 @@ fn advise(found: &[Found]) {
     repos.dedup();
     for repo in repos {
         let here: Vec<&Found> = found.iter().filter(|f| f.repo == repo).collect();
+        // Names come from clients' URLs: control characters are escaped, never sent to a terminal.
+        let repo = crate::accesslog::escape(repo);
         let packs: Vec<&str> = here
             .iter()
             .filter(|f| f.kind == Kind::Data)
@@ -195,7 +198,7 @@ fn advise(found: &[Found]) {
             .filter(|n| crate::storage::names::ObjectId::is_valid(n))
             .collect();
         println!();
-        println!("What to do for /{}:", crate::accesslog::escape(repo));
+        println!("What to do for /{repo}:");
         println!("  1. restic -r rest:<server>/{repo} check --read-data   (confirms the damage)");
         if !packs.is_empty() {
             println!(
@@ -251,21 +254,6 @@ fn json(
     out
 }
 
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,10 +271,5 @@ mod tests {
         for (name, _) in SCRUB.flags {
             assert!(SCRUB_HELP.contains(&format!("--{name}")), "{name}");
         }
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 }

@@ -7,7 +7,9 @@
 //! file under `snapshots/` and its mtime is the time of the backup. It works on a data
 //! directory whether a server runs beside it or not.
 
+use super::json_str;
 use crate::access::Rules;
+use crate::accesslog::escape;
 use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
 use crate::storage::inventory::{self, Inventory, RepoStats};
 use crate::watch::Load as _;
@@ -79,9 +81,15 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<StatusCo
     };
     let stale = match given.value("stale") {
         None => None,
-        Some(s) => Some(parse_age(&s).ok_or_else(|| {
-            format!("invalid value {s:?} for --stale: expected an age such as 26h, 90m or 7d")
-        })?),
+        Some(s) => Some(
+            cli::parse_duration(&s)
+                .map(|d| d.as_secs())
+                .ok_or_else(|| {
+                    format!(
+                        "invalid value {s:?} for --stale: expected an age such as 26h, 90m or 7d"
+                    )
+                })?,
+        ),
     };
     Ok(StatusCommand {
         help: given.flag("help"),
@@ -91,26 +99,6 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<StatusCo
         json: given.flag("json"),
         stale,
     })
-}
-
-/// "26h", "90m", "7d", "3600s" or plain seconds.
-fn parse_age(s: &str) -> Option<u64> {
-    let (num, unit) = match s.char_indices().last()? {
-        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c),
-        _ => (s, 's'),
-    };
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = num.parse().ok()?;
-    let scale = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(scale)
 }
 
 /// One repository as shown.
@@ -141,7 +129,7 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
         Err(e) => return fail(format!("access file: {e}")),
     };
     let inv = Inventory::default();
-    inv.replace(inventory::walk(&cmd.path).repos);
+    inv.rewalk(&cmd.path);
     let repos = inv.report();
     let rows = rows(repos, rules.as_ref(), cmd.max_size);
     let now = inventory::now();
@@ -158,8 +146,8 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
         .iter()
         .filter_map(|r| match r.stats.newest_snapshot {
             Some(t) if now.saturating_sub(t) <= limit => None,
-            Some(t) => Some(format!("/{} ({})", r.name, inventory::age(t, now))),
-            None => Some(format!("/{} (no snapshot)", r.name)),
+            Some(t) => Some(format!("/{} ({})", escape(&r.name), inventory::age(t, now))),
+            None => Some(format!("/{} (no snapshot)", escape(&r.name))),
         })
         .collect();
     if stale.is_empty() {
@@ -211,7 +199,12 @@ fn lines(rows: &[Row], now: u64) -> String {
         out.push_str("no repositories\n");
         return out;
     }
-    let width = rows.iter().map(|r| r.name.len() + 1).max().unwrap_or(1);
+    // Names come from clients' URLs: control characters are escaped, never sent to a terminal.
+    let width = rows
+        .iter()
+        .map(|r| escape(&r.name).len() + 1)
+        .max()
+        .unwrap_or(1);
     for r in rows {
         let s = &r.stats;
         let newest = match s.newest_snapshot {
@@ -221,7 +214,7 @@ fn lines(rows: &[Row], now: u64) -> String {
         let _ = write!(
             out,
             "/{:<w$}  {:>10}  {:>7} objects  {:>4} snapshots  {newest}",
-            r.name,
+            escape(&r.name),
             inventory::human_bytes(s.total_bytes()),
             s.total_objects(),
             s.snapshots(),
@@ -255,7 +248,7 @@ fn json(rows: &[Row], now: u64) -> String {
             out.push(',');
         }
         out.push_str("\n  {\"repo\":");
-        json_str(&mut out, &format!("/{}", r.name));
+        out.push_str(&json_str(&format!("/{}", r.name)));
         let _ = write!(
             out,
             ",\"bytes\":{},\"objects\":{},\"snapshots\":{}",
@@ -287,7 +280,7 @@ fn json(rows: &[Row], now: u64) -> String {
         match &r.quota {
             Some((of, used, limit)) => {
                 out.push_str(",\"quota\":{\"of\":");
-                json_str(&mut out, of);
+                out.push_str(&json_str(of));
                 let _ = write!(out, ",\"used\":{used},\"limit\":{limit}}}");
             }
             None => out.push_str(",\"quota\":null"),
@@ -298,40 +291,30 @@ fn json(rows: &[Row], now: u64) -> String {
     out
 }
 
-/// A JSON string literal.
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ages_and_command_lines() {
-        assert_eq!(parse_age("26h"), Some(93_600));
-        assert_eq!(parse_age("7d"), Some(604_800));
-        assert_eq!(parse_age("90"), Some(90));
-        assert_eq!(parse_age("h"), None);
-        assert_eq!(parse_age("-5h"), None);
-        assert_eq!(parse_age("5y"), None);
         let p = |a: &[&str]| parse(a.iter().map(OsString::from));
         let c = p(&["--path", "/d", "--json", "--stale=26h"]).unwrap();
         assert_eq!((c.json, c.stale), (true, Some(93_600)));
         assert!(p(&["--stale", "soon"]).is_err());
         assert!(p(&["extra"]).is_err());
         assert!(p(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn names_cannot_reach_the_terminal_as_control_characters() {
+        let row = Row {
+            name: "x\x1b]0;owned\x07".into(),
+            stats: RepoStats::default(),
+            quota: None,
+        };
+        let text = lines(&[row], 0);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.starts_with("/x\\x1b]0;owned\\x07 "), "{text:?}");
     }
 
     #[test]
@@ -342,12 +325,5 @@ mod tests {
                 "misses --{name}"
             );
         }
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        let mut s = String::new();
-        json_str(&mut s, "a\"b\\c\n");
-        assert_eq!(s, r#""a\"b\\c\u000a""#);
     }
 }

@@ -29,7 +29,8 @@ pub(crate) struct RepoStats {
     pub bytes: [u64; 5],
     /// Unix time of the newest snapshot file (its mtime); `None` without snapshots.
     pub newest_snapshot: Option<u64>,
-    /// Unix time of the newest object file (mtime, or when it was stored).
+    /// Unix time of the newest object file other than a lock (mtime, or when it was
+    /// stored): every restic command takes a lock, reading ones too.
     pub newest_upload: Option<u64>,
 }
 
@@ -51,7 +52,18 @@ impl RepoStats {
 /// (`""` for a repository at the root), as metrics name them.
 #[derive(Debug, Default)]
 pub(crate) struct Inventory {
-    repos: Mutex<HashMap<String, RepoStats>>,
+    known: Mutex<Known>,
+    /// Held for the whole of a walk, so walks run one after the other and the one that
+    /// finishes last is the one that started last (two SIGHUPs in a row).
+    walking: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    repos: HashMap<String, RepoStats>,
+    /// While a walk runs: per repository, the newest upload and snapshot times stored since
+    /// it started (only those two fields are set), for [`Inventory::replace`].
+    since_walk: Option<HashMap<String, RepoStats>>,
 }
 
 pub(crate) fn index(kind: Kind) -> usize {
@@ -66,18 +78,44 @@ pub(crate) fn now() -> u64 {
 }
 
 impl Inventory {
-    /// Replaces what was known with what a [`walk`] found. Returns the number of repositories.
-    pub(crate) fn replace(&self, repos: HashMap<String, RepoStats>) -> usize {
-        let n = repos.len();
-        *self.repos.locked() = repos;
-        n
+    /// Walks the data directory at `root` (blocking; one walk at a time) and makes what it
+    /// found the inventory. Returns the walk for the quota's tally, its `repos` moved out.
+    pub(crate) fn rewalk(&self, root: &Path) -> Walked {
+        let _one_at_a_time = self.walking.locked();
+        self.known.locked().since_walk = Some(HashMap::new());
+        let mut walked = walk(root);
+        self.replace(std::mem::take(&mut walked.repos));
+        walked
+    }
+
+    /// Makes what a walk found the inventory. A walk reads directories one after the other
+    /// while uploads go on, so what was stored after it read a directory would be lost: the
+    /// times of uploads made during the walk are kept, and so are repositories that got one
+    /// but that the walk did not see. (Counts can be off by what was stored or deleted during
+    /// the walk, until the next one.)
+    fn replace(&self, mut repos: HashMap<String, RepoStats>) {
+        let mut known = self.known.locked();
+        for (name, t) in known.since_walk.take().unwrap_or_default() {
+            let new = repos
+                .entry(name)
+                .or_insert_with_key(|name| known.repos.get(name).copied().unwrap_or_default());
+            new.newest_upload = new.newest_upload.max(t.newest_upload);
+            new.newest_snapshot = new.newest_snapshot.max(t.newest_snapshot);
+        }
+        known.repos = repos;
+    }
+
+    /// How many repositories are known.
+    pub(crate) fn len(&self) -> usize {
+        self.known.locked().repos.len()
     }
 
     /// Every repository and its stats, sorted by name.
     pub(crate) fn report(&self) -> Vec<(String, RepoStats)> {
         let mut v: Vec<(String, RepoStats)> = self
-            .repos
+            .known
             .locked()
+            .repos
             .iter()
             .map(|(k, s)| (k.clone(), *s))
             .collect();
@@ -87,20 +125,26 @@ impl Inventory {
 
     /// A repository was created (it is listed from now on, even while empty).
     pub(crate) fn created(&self, repo: &RepoPath) {
-        self.repos.locked().entry(repo.joined()).or_default();
+        self.known.locked().repos.entry(repo.joined()).or_default();
     }
 
     /// An object of `len` bytes was stored.
     pub(crate) fn stored(&self, repo: &RepoPath, kind: Kind, len: u64) {
-        let t = now();
-        let mut map = self.repos.locked();
-        let s = map.entry(repo.joined()).or_default();
+        // A lock is taken by every restic command, even `restic snapshots`: it is no upload.
+        let t = (kind != Kind::Locks).then(now);
+        let snapshot = (kind == Kind::Snapshots).then_some(t).flatten();
+        let mut known = self.known.locked();
+        let name = repo.joined();
+        if let Some(since_walk) = &mut known.since_walk {
+            let w = since_walk.entry(name.clone()).or_default();
+            w.newest_upload = w.newest_upload.max(t);
+            w.newest_snapshot = w.newest_snapshot.max(snapshot);
+        }
+        let s = known.repos.entry(name).or_default();
         s.objects[index(kind)] += 1;
         s.bytes[index(kind)] += len;
-        s.newest_upload = s.newest_upload.max(Some(t));
-        if kind == Kind::Snapshots {
-            s.newest_snapshot = s.newest_snapshot.max(Some(t));
-        }
+        s.newest_upload = s.newest_upload.max(t);
+        s.newest_snapshot = s.newest_snapshot.max(snapshot);
     }
 
     /// An object of `len` bytes was deleted. For a snapshot, `newest_snapshot` is what the
@@ -112,8 +156,8 @@ impl Inventory {
         len: u64,
         newest_snapshot: Option<u64>,
     ) {
-        let mut map = self.repos.locked();
-        let Some(s) = map.get_mut(&repo.joined()) else {
+        let mut known = self.known.locked();
+        let Some(s) = known.repos.get_mut(&repo.joined()) else {
             return;
         };
         let i = index(kind);
@@ -236,7 +280,9 @@ fn visit(dir: &Path, path: &mut Vec<String>, place: Place, repo: Option<&str>, w
         let i = index(kind);
         s.objects[i] += 1;
         s.bytes[i] += len;
-        s.newest_upload = s.newest_upload.max(mtime);
+        if kind != Kind::Locks {
+            s.newest_upload = s.newest_upload.max(mtime);
+        }
         if kind == Kind::Snapshots {
             s.newest_snapshot = s.newest_snapshot.max(mtime);
         }
@@ -300,6 +346,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_snapshot_stored_while_a_walk_runs_is_not_lost() {
+        let dir = std::env::temp_dir().join(format!("inventory-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("alice/snapshots")).unwrap();
+        std::fs::write(dir.join("alice/config"), b"c").unwrap();
+        let inv = Inventory::default();
+        let alice = RepoPath::new(vec!["alice".into()]).unwrap();
+        let bob = RepoPath::new(vec!["bob".into()]).unwrap();
+        // As rewalk does, with the uploads between the walk's reading and its result.
+        inv.known.locked().since_walk = Some(HashMap::new());
+        let walked = walk(&dir);
+        inv.stored(&alice, Kind::Snapshots, 5);
+        inv.stored(&bob, Kind::Data, 7);
+        inv.replace(walked.repos);
+        let r = inv.report();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0].0, "alice");
+        assert!(r[0].1.newest_snapshot.is_some(), "{r:?}");
+        assert_eq!(r[1].0, "bob");
+        assert_eq!(r[1].1.bytes[index(Kind::Data)], 7);
+        // Once the walk is over, uploads are counted as before and nothing is kept aside.
+        assert!(inv.known.locked().since_walk.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn walk_finds_repositories_at_every_depth_and_counts_objects() {
         let dir = std::env::temp_dir().join(format!("inventory-{}", std::process::id()));
         let id = "a".repeat(64);
@@ -321,11 +393,13 @@ mod tests {
         let mut segs: Vec<_> = w.segments.into_iter().collect();
         segs.sort();
         assert_eq!(segs, [("alice".into(), 17), ("bob".into(), 17)]);
-        assert_eq!(inv.replace(w.repos), 1);
+        inv.rewalk(&dir);
+        assert_eq!(inv.len(), 1);
         std::fs::remove_file(dir.join("config")).unwrap();
         std::fs::remove_dir_all(dir.join("data")).unwrap();
         std::fs::remove_dir_all(dir.join("snapshots")).unwrap();
-        assert_eq!(inv.replace(walk(&dir).repos), 2, "{:?}", inv.report());
+        inv.rewalk(&dir);
+        assert_eq!(inv.len(), 2, "{:?}", inv.report());
         let r = inv.report();
         assert_eq!(r[0].0, "alice");
         assert_eq!(r[1].0, "bob/laptop");

@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The background pass's position, directly under `--path`. Its name is refused as a
 /// repository path segment, so no repository can collide with it.
@@ -483,12 +483,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Starts the background pass on a thread of its own (it sleeps and reads; it never runs on
 /// the request executor). `mode`: of the state file.
 pub(crate) fn spawn_background(
@@ -539,7 +533,7 @@ fn background(
             // Passes start one interval apart (a pass spread over the interval ends about
             // when the next is due).
             let due = st.pass_started.saturating_add(schedule.every.as_secs());
-            let now = now_unix();
+            let now = crate::storage::inventory::now();
             if st.pass_started != 0 && due > now {
                 status.pass_started.store(0, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_secs((due - now).min(3600)));
@@ -580,7 +574,9 @@ fn background(
             ControlFlow::Continue(())
         });
         let deadline = st.pass_started.saturating_add(schedule.every.as_secs());
-        let secs_left = deadline.saturating_sub(now_unix()).max(1);
+        let secs_left = deadline
+            .saturating_sub(crate::storage::inventory::now())
+            .max(1);
         let spread = left.div_ceil(secs_left);
         if spread > schedule.max_rate {
             log::warn!(
@@ -633,7 +629,7 @@ fn background(
         if let Some((r, n)) = current.take() {
             status.set_damaged(&r, n);
         }
-        st.last_completed = now_unix();
+        st.last_completed = crate::storage::inventory::now();
         st.in_progress = false;
         st.position = None;
         save(&st);
