@@ -212,24 +212,23 @@ pub(crate) fn walk(root: &Path) -> Walked {
     w
 }
 
-fn is_repo(dir: &Path) -> bool {
-    dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir())
+/// Whether `dir`, reached from the data directory by the names `path`, is a repository: at
+/// most as deep as a repository path may be, no hidden name on the way (`.git`, editor state,
+/// snapshots of the file system), and a `config` file or a type directory in it. The one rule
+/// for every walk that looks for repositories (this one and the scrub's).
+pub(crate) fn is_repo_dir(dir: &Path, path: &[String]) -> bool {
+    path.len() <= MAX_REPO_DEPTH
+        && !path.iter().any(|n| n.starts_with('.'))
+        && (dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir()))
 }
 
 /// `path`: the names from the root to `dir`; `repo`: the key of the repository `dir` is in.
 fn visit(dir: &Path, path: &mut Vec<String>, place: Place, repo: Option<&str>, w: &mut Walked) {
     let (place, key) = match place {
-        // Hidden directories (.git, editor state) are no repositories.
-        Place::Outside
-            if path.len() <= MAX_REPO_DEPTH
-                && !path.iter().any(|n| n.starts_with('.'))
-                && is_repo(dir) =>
-        {
-            match RepoPath::new(path.clone()) {
-                Some(r) => (Place::Repo, Some(r.joined())),
-                None => (Place::Outside, None),
-            }
-        }
+        Place::Outside if is_repo_dir(dir, path) => match RepoPath::new(path.clone()) {
+            Some(r) => (Place::Repo, Some(r.joined())),
+            None => (Place::Outside, None),
+        },
         p => (p, repo.map(str::to_owned)),
     };
     if let (Place::Repo, Some(k)) = (place, &key) {
@@ -244,7 +243,9 @@ fn visit(dir: &Path, path: &mut Vec<String>, place: Place, repo: Option<&str>, w
         let name = name.to_string_lossy();
         if t.is_dir() {
             let inner = match place {
-                Place::Repo => Kind::parse(&name).map_or(Place::Other, |k| Place::Type(k, false)),
+                // Not a type directory: maybe a repository of its own (`/alice/` and
+                // `/alice/laptop/` can both be one, as in the Go server).
+                Place::Repo => Kind::parse(&name).map_or(Place::Outside, |k| Place::Type(k, false)),
                 Place::Type(Kind::Data, false) => Place::Type(Kind::Data, true),
                 Place::Type(..) | Place::Other => Place::Other,
                 Place::Outside => Place::Outside,
@@ -386,15 +387,21 @@ mod tests {
         }
         std::fs::create_dir_all(dir.join("carol/x/y/snapshots")).unwrap();
         let inv = Inventory::default();
-        // The root is a repository: nothing below it is one, but every file counts for the
-        // quota, and data/ and snapshots/ are the root repository's, no segments.
+        // The root is a repository, and so are alice and bob/laptop inside it (outside its
+        // type directories); every file counts for the quota, and data/ and snapshots/ are
+        // the root repository's, no segments.
         let w = walk(&dir);
         assert_eq!(w.total, 3 * (1 + 10 + 3 + 3));
         let mut segs: Vec<_> = w.segments.into_iter().collect();
         segs.sort();
         assert_eq!(segs, [("alice".into(), 17), ("bob".into(), 17)]);
         inv.rewalk(&dir);
-        assert_eq!(inv.len(), 1);
+        let r = inv.report();
+        let names: Vec<&str> = r.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["", "alice", "bob/laptop"]);
+        for (name, s) in &r {
+            assert_eq!(s.objects, [1, 0, 0, 0, 1], "{name}: only its own objects");
+        }
         std::fs::remove_file(dir.join("config")).unwrap();
         std::fs::remove_dir_all(dir.join("data")).unwrap();
         std::fs::remove_dir_all(dir.join("snapshots")).unwrap();

@@ -12,6 +12,7 @@
 //! the next pass: neither is ever reported as damage.
 
 use crate::lock::Lock as _;
+use crate::storage::inventory::is_repo_dir;
 use crate::storage::names::{Kind, ObjectId, RepoPath};
 use crate::storage::upload::{TEMP_MARKER, hex, replace_file};
 use rustix::fs::{Mode, OFlags};
@@ -127,37 +128,39 @@ pub(crate) enum Outcome {
     Gone,
 }
 
-/// The repositories below `root`, sorted: `root` itself if it holds a `config`, then
-/// directories one and two levels down that do (the depth the server serves).
+/// The repositories below `root`, sorted by name, as the inventory finds them
+/// ([`is_repo_dir`]): `root` itself and directories down to the deepest repository path,
+/// repositories inside repositories too (outside their type directories).
 pub(crate) fn find_repos(root: &Path) -> io::Result<Vec<RepoPath>> {
     let mut found = Vec::new();
     let mut stack = vec![RepoPath::default()];
     while let Some(repo) = stack.pop() {
         let dir = repo_dir(root, &repo);
-        if dir.join("config").is_file() {
-            found.push(repo);
-            continue;
-        }
-        if repo.segments().len() == crate::storage::names::MAX_REPO_DEPTH {
-            continue;
-        }
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if repo.segments().is_empty() => return Err(e),
-            Err(_) => continue,
-        };
-        for entry in entries.flatten() {
-            let Ok(name) = entry.file_name().into_string() else {
-                continue;
+        let is_repo = is_repo_dir(&dir, repo.segments());
+        if repo.segments().len() < crate::storage::names::MAX_REPO_DEPTH {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => Some(e),
+                Err(e) if repo.segments().is_empty() => return Err(e),
+                Err(_) => None,
             };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
+            for entry in entries.into_iter().flatten().flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if !entry.file_type().is_ok_and(|t| t.is_dir())
+                    || (is_repo && Kind::parse(&name).is_some())
+                {
+                    continue;
+                }
+                let mut segments = repo.segments().to_vec();
+                segments.push(name);
+                if let Some(child) = RepoPath::new(segments) {
+                    stack.push(child);
+                }
             }
-            let mut segments = repo.segments().to_vec();
-            segments.push(name);
-            if let Some(child) = RepoPath::new(segments) {
-                stack.push(child);
-            }
+        }
+        if is_repo {
+            found.push(repo);
         }
     }
     found.sort_by_key(|r| r.joined());
@@ -397,7 +400,7 @@ pub(crate) struct ScrubStatus {
     /// Unix time the pass in progress started (0: waiting for the next one).
     pub pass_started: AtomicU64,
     /// Damaged objects per repository, as found the last time that repository was checked
-    /// (since the server started).
+    /// (kept across restarts in the state file).
     damaged: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -411,8 +414,8 @@ impl ScrubStatus {
             .collect()
     }
 
-    fn set_damaged(&self, repo: &RepoPath, n: u64) {
-        self.damaged.locked().insert(repo.joined(), n);
+    fn set_damaged(&self, repo: &str, n: u64) {
+        self.damaged.locked().insert(repo.to_owned(), n);
     }
 }
 
@@ -433,6 +436,12 @@ struct SavedState {
     /// The key of the last object checked in the pass in progress.
     position: Option<Vec<u8>>,
     last_completed: u64,
+    /// Damaged objects per repository (joined path) found the last time a pass went through
+    /// it, so the damage gauge survives a restart instead of reading 0 until the next pass.
+    damaged: BTreeMap<String, u64>,
+    /// The repository the pass in progress was in when saved, and the damage it had found
+    /// there so far (a resumed pass goes on counting from it).
+    current: Option<(String, u64)>,
 }
 
 const STATE_MAGIC: &str = "rest-server scrub state 1";
@@ -445,9 +454,15 @@ impl SavedState {
             u8::from(self.in_progress),
             self.last_completed
         );
+        // Hex: repository names may hold any character but NUL and `/`.
         if let Some(p) = &self.position {
-            // Hex: repository names may hold any character but NUL and `/`.
             s.push_str(&format!("position {}\n", hex(p)));
+        }
+        for (repo, n) in &self.damaged {
+            s.push_str(&format!("damaged {} {n}\n", hex(repo.as_bytes())));
+        }
+        if let Some((repo, n)) = &self.current {
+            s.push_str(&format!("current {} {n}\n", hex(repo.as_bytes())));
         }
         s
     }
@@ -466,11 +481,23 @@ impl SavedState {
                 Some(("in_progress", v)) => st.in_progress = v == "1",
                 Some(("last_completed", v)) => st.last_completed = v.parse().unwrap_or(0),
                 Some(("position", v)) => st.position = unhex(v),
+                Some(("damaged", v)) => {
+                    if let Some((repo, n)) = repo_count(v) {
+                        st.damaged.insert(repo, n);
+                    }
+                }
+                Some(("current", v)) => st.current = repo_count(v),
                 _ => {}
             }
         }
         st
     }
+}
+
+/// `<hex name> <count>` of a `damaged` or `current` line.
+fn repo_count(v: &str) -> Option<(String, u64)> {
+    let (name, n) = v.split_once(' ')?;
+    Some((String::from_utf8(unhex(name)?).ok()?, n.parse().ok()?))
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -529,6 +556,9 @@ fn background(
         status
             .last_pass_completed
             .store(st.last_completed, Ordering::Relaxed);
+        for (repo, n) in &st.damaged {
+            status.set_damaged(repo, *n);
+        }
         if !st.in_progress {
             // Passes start one interval apart (a pass spread over the interval ends about
             // when the next is due).
@@ -542,6 +572,7 @@ fn background(
             st.pass_started = now;
             st.in_progress = true;
             st.position = None;
+            st.current = None;
             save(&st);
             log::info!("scrub: pass started");
         } else {
@@ -588,15 +619,29 @@ fn background(
 
         let t = Instant::now();
         let mut saved_at = Instant::now();
-        let mut current: Option<(RepoPath, u64)> = None;
+        let mut current: Option<(String, u64)> = None;
+        let mut resumed = st.current.take();
         let (mut objects, mut damaged) = (0u64, 0u64);
         let _ = walk(root, &repos, st.position.clone().as_deref(), &mut |o| {
-            // A repository's damage count is published when the pass leaves it.
-            if current.as_ref().is_none_or(|(r, _)| *r != o.repo) {
+            // A repository's damage count is published (and saved) when the pass leaves it;
+            // a resumed pass goes on from the count saved for the repository it was in.
+            let repo = o.repo.joined();
+            if current.as_ref().is_none_or(|(r, _)| *r != repo) {
                 if let Some((r, n)) = current.take() {
                     status.set_damaged(&r, n);
+                    st.damaged.insert(r, n);
                 }
-                current = Some((o.repo.clone(), 0));
+                let mut so_far = 0;
+                if let Some((r, n)) = resumed.take() {
+                    if r == repo {
+                        so_far = n;
+                    } else {
+                        // Saved just before the pass left that repository: it is done.
+                        status.set_damaged(&r, n);
+                        st.damaged.insert(r, n);
+                    }
+                }
+                current = Some((repo, so_far));
             }
             let read_before = pacer.total;
             let outcome = check(&o, &mut pacer, &mut buf);
@@ -621,6 +666,7 @@ fn background(
             }
             st.position = Some(o.key().to_vec());
             if saved_at.elapsed() >= interval {
+                st.current = current.clone();
                 save(&st);
                 saved_at = Instant::now();
             }
@@ -628,7 +674,9 @@ fn background(
         });
         if let Some((r, n)) = current.take() {
             status.set_damaged(&r, n);
+            st.damaged.insert(r, n);
         }
+        st.current = None;
         st.last_completed = crate::storage::inventory::now();
         st.in_progress = false;
         st.position = None;
@@ -676,10 +724,40 @@ mod tests {
             in_progress: true,
             position: Some(b"a\nb\0c".to_vec()),
             last_completed: 5,
+            damaged: [("alice/laptop".to_owned(), 2), ("odd name\n".to_owned(), 0)].into(),
+            current: Some(("bob".to_owned(), 1)),
         };
         assert_eq!(SavedState::parse(&st.render()), st);
         assert_eq!(SavedState::parse("garbage"), SavedState::default());
         assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn repositories_are_found_as_the_inventory_finds_them() {
+        let root = std::env::temp_dir().join(format!("scrub-find-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for d in [
+            "alice/data",
+            "alice/laptop/snapshots",
+            "bob/nas/x",
+            ".git/keys",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        fs::write(root.join("bob/nas/config"), b"c").unwrap();
+        let found: Vec<String> = find_repos(&root)
+            .unwrap()
+            .iter()
+            .map(|r| r.joined())
+            .collect();
+        assert_eq!(found, ["alice", "alice/laptop", "bob/nas"]);
+        let mut inventory: Vec<String> = crate::storage::inventory::walk(&root)
+            .repos
+            .into_keys()
+            .collect();
+        inventory.sort();
+        assert_eq!(found, inventory);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// Every kind of entry a pass meets, each with the outcome it must get.

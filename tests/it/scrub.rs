@@ -287,6 +287,32 @@ fn background_scrub_reports_damage_through_metrics_and_log_lines() {
         s.post(&format!("/{STATE_FILE}/?create=true"), b"").status,
         404
     );
+
+    // After a restart the damage is still reported, from the state file, long before a pass
+    // could have read the repository again (at 64 KiB/s that takes minutes).
+    let mut s = s;
+    s.signal("TERM");
+    s.wait_exit(30);
+    let dir = std::mem::replace(&mut s.dir, TempDir::new("scrub-unused"));
+    drop(s);
+    let s = Server::start_in(
+        dir,
+        &[
+            "--no-auth",
+            "--prometheus",
+            "--path",
+            data.to_str().unwrap(),
+            "--scrub-every",
+            "30d",
+            "--scrub-rate",
+            "64KiB/s",
+        ],
+    );
+    let series = format!("rest_server_scrub_damaged_objects{{repo=\"{REPO}\"}}");
+    wait_until(30, "the saved damage in /metrics", || {
+        metric(&s.get("/metrics").text(), &series).is_some()
+    });
+    assert_eq!(metric(&s.get("/metrics").text(), &series), Some(3.0));
 }
 
 #[test]
