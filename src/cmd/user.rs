@@ -17,9 +17,10 @@
 
 use crate::auth::htpasswd::{self, Hash};
 use crate::cli::{self, Arity, DEFAULT_PATH, Grammar};
+use crate::storage::upload::replace_file;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -515,43 +516,17 @@ fn lock(file: &Path) -> Result<File, String> {
     Ok(f)
 }
 
-/// Replaces `path` with `text`: temp file in the same directory, fsync, rename over, fsync
-/// the directory. A symlinked htpasswd file is followed, so the link stays.
+/// Replaces `path` with `text` crash-safely (`storage::upload::replace_file`: temp file, fsync,
+/// rename, directory fsync). A symlinked htpasswd file is followed, so the link stays.
 fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let target = resolve(path)?;
-    let (dir, name) = dir_and_name(&target);
+    let (dir, _) = dir_and_name(&target);
     let old = fs::metadata(&target).ok();
     // 0600, keeping group-read if the old file had it (a root:restic 0640 setup stays readable
     // by the server's group).
     let mode = FILE_MODE | old.as_ref().map_or(0, |m| m.mode() & 0o040);
-    let temp = TempFile(dir.join(format!(".{name}.tmp-{:016x}", fastrand::u64(..))));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp.0)?;
-    crate::modes::restore_mode(&f, mode)?;
     // Root editing the file of a server that runs as its own user: keep it the owner.
-    // Anyone else cannot chown, and owns the file they could replace anyway.
-    if let Some((uid, gid)) = owner_for(&target, &dir) {
-        let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
-    }
-    f.write_all(text.as_bytes())?;
-    // fsync before rename, or a crash could leave an empty file in place of the users.
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&temp.0, &target)?;
-    std::mem::forget(temp);
-    File::open(&dir)?.sync_all()
-}
-
-/// Removes the temp file on an early return.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
+    replace_file(&target, text.as_bytes(), mode, owner_for(&target, &dir))
 }
 
 #[cfg(test)]

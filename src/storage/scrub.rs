@@ -544,7 +544,7 @@ fn background(
 ) {
     let state_path = root.join(STATE_FILE);
     let save = |st: &SavedState| {
-        if let Err(e) = replace_file(&state_path, st.render().as_bytes(), mode) {
+        if let Err(e) = replace_file(&state_path, st.render().as_bytes(), mode, None) {
             log::warn!("scrub: cannot save {}: {e}", state_path.display());
         }
     };

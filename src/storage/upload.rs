@@ -137,10 +137,21 @@ impl Drop for OpenUpload {
 /// Replaces `target` with `bytes` crash-safely: a temp file beside it (the same O_EXCL
 /// creation as an upload's), write, fsync, rename over the target, fsync the directory. A
 /// reader sees the old or the new content, never a mix; for small files of our own (the
-/// scrub state), never objects, which are never replaced.
-pub(crate) fn replace_file(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// scrub state, the htpasswd file of `rest-server user`), never objects, which are never
+/// replaced. `owner`: (uid, gid) to give the new file, when root edits a file the server
+/// reads as its own user (a failure to chown is ignored: only root can, and anyone else
+/// owns what they write).
+pub(crate) fn replace_file(
+    target: &Path,
+    bytes: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<()> {
     let (mut file, temp) = create_temp(target, false, mode, mode)?;
     let temp = TempPath(Some(temp));
+    if let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+    }
     file.write_all(bytes)?;
     // fsync before the rename, or a crash could leave an empty file under the target name.
     let synced = file.sync_all();
