@@ -11,7 +11,7 @@ use super::json_str;
 use crate::access::Rules;
 use crate::accesslog::escape;
 use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
-use crate::storage::inventory::{self, Inventory, RepoStats};
+use crate::storage::inventory::{self, Inventory, RepoStats, Walked};
 use crate::watch::Load as _;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -129,9 +129,9 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
         Err(e) => return fail(format!("access file: {e}")),
     };
     let inv = Inventory::default();
-    inv.rewalk(&cmd.path);
+    let usage = inv.rewalk(&cmd.path);
     let repos = inv.report();
-    let rows = rows(repos, rules.as_ref(), cmd.max_size);
+    let rows = rows(repos, &usage, rules.as_ref(), cmd.max_size);
     let now = inventory::now();
     let out = if cmd.json {
         json(&rows, now)
@@ -162,17 +162,17 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
 }
 
 /// Attaches to each repository the quota it counts against: its first segment's `[quotas]`
-/// limit, else `--max-size` for everything.
-fn rows(repos: Vec<(String, RepoStats)>, rules: Option<&Rules>, max_size: Option<u64>) -> Vec<Row> {
+/// limit, else `--max-size` for everything. Usage is counted as the server counts it for
+/// its quotas (every file, from the same walk), so the percentages agree with the server's.
+fn rows(
+    repos: Vec<(String, RepoStats)>,
+    usage: &Walked,
+    rules: Option<&Rules>,
+    max_size: Option<u64>,
+) -> Vec<Row> {
     let first = |name: &str| name.split('/').next().unwrap_or("").to_owned();
-    let total: u64 = repos.iter().map(|(_, s)| s.total_bytes()).sum();
-    let used_by = |seg: &str| -> u64 {
-        repos
-            .iter()
-            .filter(|(n, _)| !n.is_empty() && first(n) == seg)
-            .map(|(_, s)| s.total_bytes())
-            .sum()
-    };
+    let total = usage.total;
+    let used_by = |seg: &str| usage.segments.get(seg).copied().unwrap_or(0);
     repos
         .iter()
         .map(|(name, stats)| {

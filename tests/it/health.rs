@@ -329,6 +329,16 @@ fn status_command_line() {
     let mut after = Vec::new();
     walk(d.path(), &mut |p| after.push(p.to_owned()));
     assert_eq!(before, after);
+    // Quota use is counted as the server counts it: every file, the config too (1 + 16 + 4
+    // bytes of the repository below, plus the snapshot-less one's nothing), so 21 of 100.
+    std::fs::create_dir_all(d.path().join("r/snapshots")).unwrap();
+    std::fs::write(d.path().join("r/config"), b"x").unwrap();
+    std::fs::write(d.path().join("r/snapshots").join("a".repeat(64)), [0u8; 16]).unwrap();
+    std::fs::write(d.path().join("r/notes.txt"), b"abcd").unwrap();
+    let (code, out, err) = run_cli(&["status", "--path", path, "--max-size", "100"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.lines().find(|l| l.starts_with("/r ")).expect(&out);
+    assert!(line.contains("quota 21% of --max-size"), "{out}");
     let (code, out, _) = run_cli(&["status", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--stale AGE"));
