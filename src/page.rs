@@ -14,6 +14,7 @@ use crate::storage::quota::Usage;
 use hyper::Method;
 use hyper::header;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 /// A snapshot younger than this is fresh (green); older than [`STALE`] is stale (red); in
 /// between, amber. 26 h: a daily backup with some slack, as the alert in docs/metrics.md.
@@ -122,6 +123,12 @@ fn render(
     if repos.is_empty() {
         out.push_str("<p>No repositories to show.</p>\n");
     }
+    // The background scrub's findings, per repository (with --scrub-every).
+    let damaged: std::collections::BTreeMap<String, u64> = st
+        .scrub
+        .as_ref()
+        .map(|s| s.damaged().into_iter().collect())
+        .unwrap_or_default();
     for (name, s) in repos {
         out.push_str("<div class=r><div class=n>/");
         escape(&mut out, name);
@@ -152,6 +159,13 @@ fn render(
             None => out.push_str("<span class=\"age stale\">no snapshot</span>"),
         }
         out.push_str("</div>");
+        if let Some(&n) = damaged.get(name).filter(|n| **n > 0) {
+            let _ = write!(
+                out,
+                "<div class=m><span class=\"age stale\">{n} damaged object{}</span> found by the scrub: run <code>restic check --read-data</code></div>",
+                if n == 1 { "" } else { "s" }
+            );
+        }
         if let Some((of, used, limit)) = quota_of(st, quota_report.as_ref(), name) {
             let pct = crate::cmd::status::percent(used, limit);
             let full = if pct >= 90 { " class=full" } else { "" };
@@ -176,6 +190,18 @@ fn render(
     fact("uptime", &uptime(st.started.elapsed().as_secs()));
     if let Some(free) = free {
         fact("disk free", &human_bytes(free));
+    }
+    if let Some(scrub) = &st.scrub {
+        let last = scrub.last_pass_completed.load(Ordering::Relaxed);
+        let started = scrub.pass_started.load(Ordering::Relaxed);
+        let mut text = match last {
+            0 => "no complete pass yet".to_owned(),
+            t => format!("last complete pass {}", age(t, now)),
+        };
+        if started != 0 {
+            let _ = write!(text, "; a pass is running (started {})", age(started, now));
+        }
+        fact("scrub", &text);
     }
     if let Some(fp) = &st.tls_fingerprint {
         fact("TLS SHA-256", fp);

@@ -12,6 +12,7 @@ use crate::access::Rules;
 use crate::accesslog::escape;
 use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
 use crate::storage::inventory::{self, Inventory, RepoStats, Walked};
+use crate::storage::scrub;
 use crate::watch::Load as _;
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -36,7 +37,9 @@ Flags:
                                   AGE is a number with s, m, h or d, e.g. 26h or 7d
   -h, --help                      show this help
 
-Only reads: safe beside a running server. Sizes count the repositories' objects.
+Only reads: safe beside a running server. Sizes count the repositories' objects; quota use
+counts every file, as the server does. With the server's background scrub (--scrub-every),
+also the damage it found per repository and its last complete pass (from its state file).
 ";
 
 const STATUS: Grammar = Grammar {
@@ -107,6 +110,9 @@ struct Row {
     stats: RepoStats,
     /// Bytes used and limit of the quota the repository counts against, if any.
     quota: Option<(String, u64, u64)>,
+    /// Damaged objects the background scrub found the last time it checked the repository
+    /// (its state file); `None` if it has not checked it.
+    scrub_damaged: Option<u64>,
 }
 
 pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
@@ -131,12 +137,25 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
     let inv = Inventory::default();
     let usage = inv.rewalk(&cmd.path);
     let repos = inv.report();
-    let rows = rows(repos, &usage, rules.as_ref(), cmd.max_size);
+    let mut rows = rows(repos, &usage, rules.as_ref(), cmd.max_size);
+    let scrub = scrub::saved_results(&cmd.path);
+    if let Some((_, damaged)) = &scrub {
+        for r in &mut rows {
+            r.scrub_damaged = damaged.get(&r.name).copied();
+        }
+    }
     let now = inventory::now();
     let out = if cmd.json {
         json(&rows, now)
     } else {
-        lines(&rows, now)
+        let mut out = lines(&rows, now);
+        if let Some((last, _)) = scrub {
+            out.push_str(&match last {
+                0 => "scrub: no complete pass yet\n".to_owned(),
+                t => format!("scrub: last complete pass {}\n", inventory::age(t, now)),
+            });
+        }
+        out
     };
     print!("{out}");
     let Some(limit) = cmd.stale else {
@@ -188,6 +207,7 @@ fn rows(
                 name: name.clone(),
                 stats: *stats,
                 quota,
+                scrub_damaged: None,
             }
         })
         .collect()
@@ -227,6 +247,9 @@ fn lines(rows: &[Row], now: u64) -> String {
                 percent(*used, *limit),
                 inventory::human_bytes(*limit)
             );
+        }
+        if let Some(n) = r.scrub_damaged.filter(|n| *n > 0) {
+            let _ = write!(out, "  DAMAGED: {n} objects (rest-server scrub names them)");
         }
         out.push('\n');
     }
@@ -285,6 +308,7 @@ fn json(rows: &[Row], now: u64) -> String {
             }
             None => out.push_str(",\"quota\":null"),
         }
+        let _ = write!(out, ",\"scrub_damaged\":{}", opt(r.scrub_damaged));
         out.push('}');
     }
     out.push_str(if rows.is_empty() { "]\n" } else { "\n]\n" });
@@ -311,6 +335,7 @@ mod tests {
             name: "x\x1b]0;owned\x07".into(),
             stats: RepoStats::default(),
             quota: None,
+            scrub_damaged: None,
         };
         let text = lines(&[row], 0);
         assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");

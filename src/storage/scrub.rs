@@ -494,6 +494,15 @@ impl SavedState {
     }
 }
 
+/// What the background scrub last found, as its state file says (for `rest-server status`,
+/// which reads it beside a running server and never writes): Unix time of the last complete
+/// pass (0: none) and damaged objects per repository. `None` without a state file.
+pub(crate) fn saved_results(root: &Path) -> Option<(u64, BTreeMap<String, u64>)> {
+    let text = fs::read_to_string(root.join(STATE_FILE)).ok()?;
+    let st = SavedState::parse(&text);
+    Some((st.last_completed, st.damaged))
+}
+
 /// `<hex name> <count>` of a `damaged` or `current` line.
 fn repo_count(v: &str) -> Option<(String, u64)> {
     let (name, n) = v.split_once(' ')?;

@@ -313,6 +313,23 @@ fn background_scrub_reports_damage_through_metrics_and_log_lines() {
         metric(&s.get("/metrics").text(), &series).is_some()
     });
     assert_eq!(metric(&s.get("/metrics").text(), &series), Some(3.0));
+
+    // The same where people look: the status page and `rest-server status`.
+    let page = s.req("GET", "/").header("Accept", "text/html").send();
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("3 damaged objects"), "{}", page.text());
+    assert!(
+        page.text().contains("last complete pass"),
+        "{}",
+        page.text()
+    );
+    let path = data.to_str().unwrap();
+    let (code, out, err) = run_cli(&["status", "--path", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("DAMAGED: 3 objects"), "{out}");
+    assert!(out.contains("scrub: last complete pass"), "{out}");
+    let (_, json, _) = run_cli(&["status", "--path", path, "--json"]);
+    assert!(json.contains("\"scrub_damaged\":3"), "{json}");
 }
 
 #[test]
