@@ -242,6 +242,8 @@ passed=0
 failed=0
 # Runs a step's script in the guest (bash -e, with the helpers below). A failed step stops
 # the run: the later steps build on it.
+# `! cmd` does not stop a `set -e` script when cmd succeeds, so every such line in the steps
+# below ends in `|| exit 1`.
 prelude='set -euo pipefail
 export RESTIC_PASSWORD=repo-secret PKG='"$pkg"' PW=alice-pw BOBPW=bob-pw
 export RESTIC_CACHE_DIR=/root/.cache/restic
@@ -331,7 +333,7 @@ test "$(stat -c "%a %U %G" /var/lib/rest-server/.htpasswd.lock)" = "600 rest-ser
 step "socket activation instead of the service (README): the first connection starts it" '
 systemctl disable --now rest-server; systemctl enable --now rest-server.socket
 systemctl is-active rest-server.socket
-! systemctl is-active rest-server.service
+! systemctl is-active rest-server.service || exit 1
 restic -r rest:$URL/alice/vm init
 systemctl is-active rest-server.service
 '
@@ -364,8 +366,8 @@ host_step "restic round trip from the host through the forwarded port" host_roun
 step "the journal has our lines at their priority (info, not error or warning)" '
 journalctl -u rest-server -o json | grep "start server on" | grep "\"PRIORITY\":\"6\"" >/dev/null
 journalctl -u rest-server -p info | grep "start server on" >/dev/null
-! journalctl -u rest-server -p notice | grep "start server on"
-! journalctl -u rest-server | grep -F "<6>"
+! journalctl -u rest-server -p notice | grep "start server on" || exit 1
+! journalctl -u rest-server | grep -F "<6>" || exit 1
 '
 
 step "reload (SIGHUP) picks up a user added by root, same process" '
@@ -383,6 +385,21 @@ pid=$(prop rest-server MainPID)
 systemctl restart rest-server
 test "$(prop rest-server MainPID)" != "$pid"
 restic -r rest:$URL/alice/vm snapshots
+'
+
+step "the scrub timer ships disabled; its service finds nothing, then a flipped bit (the unit fails, err in the journal)" '
+test "$(systemctl is-enabled rest-server-scrub.timer || true)" = disabled
+systemctl start rest-server-scrub.service
+journalctl -u rest-server-scrub | grep "; 0 damaged" >/dev/null
+pack=$(find /var/lib/rest-server/alice/vm/data -type f | head -n 1)
+cp -p "$pack" /tmp/pack.bak
+b=$(dd if="$pack" bs=1 skip=100 count=1 status=none | od -An -tu1 | tr -d " ")
+printf "\\$(printf %03o $((b ^ 1)))" | dd of="$pack" bs=1 seek=100 conv=notrunc status=none
+if systemctl start rest-server-scrub.service; then echo "the flipped bit was not found"; exit 1; fi
+journalctl -u rest-server-scrub -p err | grep "scrub: damaged object in /alice/vm" >/dev/null
+cat /tmp/pack.bak >"$pack"
+systemctl reset-failed rest-server-scrub.service
+systemctl start rest-server-scrub.service
 '
 
 step "a configuration error (exit 2) is not restarted and the journal says why" '
@@ -445,7 +462,7 @@ echo "# rebooted to ssh in $(($(date +%s) - t_reboot)) s"
 
 step "after a reboot: socket listening, service started by the first connection" '
 wait_for "systemctl is-active rest-server.socket"
-! systemctl is-active rest-server.service
+! systemctl is-active rest-server.service || exit 1
 restic -r rest:$URL/alice/vm snapshots
 systemctl is-active rest-server.service
 '
@@ -456,7 +473,7 @@ pid=$(prop rest-server MainPID)
 apt-get install -y /root/pkg/$PKG-up.deb
 dpkg-query -W -f="\${Version}" $PKG | grep >/dev/null "+vmtest"
 grep -q "edited by the VM test" /etc/default/rest-server
-! ls /etc/default/rest-server.dpkg-*
+! ls /etc/default/rest-server.dpkg-* || exit 1
 wait_for "systemctl is-active rest-server.service"
 test "$(prop rest-server MainPID)" != "$pid"
 restic -r rest:$URL/alice/vm snapshots
@@ -464,9 +481,9 @@ restic -r rest:$URL/alice/vm snapshots
 
 step "remove: stopped and disabled, backups and user kept" '
 apt-get remove -y $PKG
-! systemctl is-active rest-server.service rest-server.socket
-! systemctl is-enabled rest-server.socket
-! (echo >/dev/tcp/127.0.0.1/8000) 2>/dev/null
+! systemctl is-active rest-server.service rest-server.socket || exit 1
+! systemctl is-enabled rest-server.socket || exit 1
+! (echo >/dev/tcp/127.0.0.1/8000) 2>/dev/null || exit 1
 getent passwd rest-server
 test -f /var/lib/rest-server/alice/vm/config
 '
@@ -474,8 +491,8 @@ test -f /var/lib/rest-server/alice/vm/config
 step "purge: user gone, backups kept, no cron noise" '
 apt-get purge -y $PKG >/tmp/purge.log 2>&1 || { cat /tmp/purge.log; exit 1; }
 cat /tmp/purge.log
-! grep -i cron /tmp/purge.log
-! getent passwd rest-server
+! grep -i cron /tmp/purge.log || exit 1
+! getent passwd rest-server || exit 1
 test -f /var/lib/rest-server/alice/vm/config
 grep -q "backups kept" /tmp/purge.log
 '

@@ -465,8 +465,8 @@ server_pid=
 
 # ---------------------------------------------------------------- .tar.gz layout
 top="rest-server-$version-x86_64$suffix"
-check "tar.gz layout" test "$(tar -tzf "$tgz" | grep -v '/$' | sort | tr '\n' ' ')" = \
-    "$top/README.md $top/openwrt/rest-server.config $top/openwrt/rest-server.init $top/rest-server $top/systemd/rest-server.default $top/systemd/rest-server.service $top/systemd/rest-server.socket "
+check "tar.gz layout" test "$(tar -tzf "$tgz" | grep -v '/$' | LC_ALL=C sort | tr '\n' ' ')" = \
+    "$top/README.md $top/openwrt/rest-server.config $top/openwrt/rest-server.init $top/rest-server $top/systemd/rest-server-scrub.service $top/systemd/rest-server-scrub.timer $top/systemd/rest-server.default $top/systemd/rest-server.service $top/systemd/rest-server.socket "
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

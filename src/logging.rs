@@ -15,10 +15,15 @@ use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 
+/// Whether stderr is systemd's journal stream (a service's, as the module doc says).
+pub(crate) fn to_journal() -> bool {
+    stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref())
+}
+
 /// Sets up logging: `level` for this crate's messages, at most info for the libraries'.
 pub(crate) fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
     let libraries = level.min(log::LevelFilter::Info);
-    if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+    if to_journal() {
         log::set_boxed_logger(Box::new(Journal { level, libraries }))?;
         log::set_max_level(level);
         Ok(())

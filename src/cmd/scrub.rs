@@ -128,6 +128,13 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
         cmd.repos.clone()
     };
 
+    // Run by systemd (rest-server-scrub.service): each damaged object is an ERROR line at
+    // priority err in the journal, as the server's background pass logs it, so
+    // `journalctl -p err` and failed-unit alerts see it. In a terminal: DAMAGED lines.
+    let journal = crate::logging::to_journal();
+    if journal {
+        let _ = crate::logging::init(log::LevelFilter::Info);
+    }
     let t = Instant::now();
     let mut pacer = Pacer::new(cmd.rate, None);
     let mut buf = Vec::new();
@@ -141,7 +148,9 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
             }
             Outcome::Damaged(problem) => {
                 objects += 1;
-                if !cmd.json {
+                if journal {
+                    scrub::log_damage(&o, &problem);
+                } else if !cmd.json {
                     println!(
                         "DAMAGED /{} {} {}: {}",
                         crate::accesslog::escape(&o.repo.joined()),
