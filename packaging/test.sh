@@ -114,6 +114,8 @@ for d in "$pkgs"/*.deb; do
 -rwxr-xr-x /usr/bin/rest-server
 -rw-r--r-- /usr/lib/systemd/system/rest-server.service
 -rw-r--r-- /usr/lib/systemd/system/rest-server.socket
+-rw-r--r-- /usr/lib/systemd/system/rest-server-scrub.service
+-rw-r--r-- /usr/lib/systemd/system/rest-server-scrub.timer
 -rw-r--r-- /etc/default/rest-server
 -rw-r--r-- /usr/share/doc/PKG/README.md
 -rw-r--r-- /usr/share/doc/PKG/copyright
@@ -149,10 +151,14 @@ mkdir -p "$units"
 dpkg-deb -x "$deb" "$units"
 # verify wants ExecStart's binary to exist at its real path: check against a copy of the
 # units whose ExecStart points into the unpacked tree.
-sed "s|^ExecStart=/usr/bin/rest-server|ExecStart=$units/usr/bin/rest-server|" \
-    "$units/usr/lib/systemd/system/rest-server.service" >"$work/rest-server.service"
-cp "$units/usr/lib/systemd/system/rest-server.socket" "$work/rest-server.socket"
-if out=$(cd "$work" && systemd-analyze verify ./rest-server.service ./rest-server.socket 2>&1); then
+for u in rest-server.service rest-server-scrub.service; do
+    sed "s|^ExecStart=/usr/bin/rest-server|ExecStart=$units/usr/bin/rest-server|" \
+        "$units/usr/lib/systemd/system/$u" >"$work/$u"
+done
+cp "$units/usr/lib/systemd/system/rest-server.socket" \
+    "$units/usr/lib/systemd/system/rest-server-scrub.timer" "$work/"
+if out=$(cd "$work" && systemd-analyze verify ./rest-server.service ./rest-server.socket \
+    ./rest-server-scrub.service ./rest-server-scrub.timer 2>&1); then
     # Complaints about other units on this machine are not ours.
     if grep -i 'rest-server' <<<"$out"; then fail "systemd-analyze verify: warnings"; else ok "systemd-analyze verify"; fi
 else
