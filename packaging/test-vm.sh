@@ -391,7 +391,7 @@ step "the scrub timer ships disabled; its service finds nothing, then a flipped 
 test "$(systemctl is-enabled rest-server-scrub.timer || true)" = disabled
 systemctl start rest-server-scrub.service
 journalctl -u rest-server-scrub | grep "; 0 damaged" >/dev/null
-pack=$(find /var/lib/rest-server/alice/vm/data -type f | head -n 1)
+pack=$(find /var/lib/rest-server/alice/vm/data -type f -print -quit)
 cp -p "$pack" /tmp/pack.bak
 b=$(dd if="$pack" bs=1 skip=100 count=1 status=none | od -An -tu1 | tr -d " ")
 printf "\\$(printf %03o $((b ^ 1)))" | dd of="$pack" bs=1 seek=100 conv=notrunc status=none

@@ -125,7 +125,11 @@ impl Inventory {
 
     /// A repository was created (it is listed from now on, even while empty).
     pub(crate) fn created(&self, repo: &RepoPath) {
-        self.known.locked().repos.entry(repo.joined()).or_default();
+        let mut known = self.known.locked();
+        if let Some(since_walk) = &mut known.since_walk {
+            since_walk.entry(repo.joined()).or_default();
+        }
+        known.repos.entry(repo.joined()).or_default();
     }
 
     /// An object of `len` bytes was stored.
@@ -213,13 +217,21 @@ pub(crate) fn walk(root: &Path) -> Walked {
 }
 
 /// Whether `dir`, reached from the data directory by the names `path`, is a repository: at
-/// most as deep as a repository path may be, no hidden name on the way (`.git`, editor state,
-/// snapshots of the file system), and a `config` file or a type directory in it. The one rule
-/// for every walk that looks for repositories (this one and the scrub's).
+/// most as deep as a repository path may be, and a `config` file or a type directory in it
+/// (only a `config` below a hidden name). The one rule for every walk that looks for
+/// repositories (this one and the scrub's).
 pub(crate) fn is_repo_dir(dir: &Path, path: &[String]) -> bool {
-    path.len() <= MAX_REPO_DEPTH
-        && !path.iter().any(|n| n.starts_with('.'))
-        && (dir.join("config").is_file() || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir()))
+    if path.len() > MAX_REPO_DEPTH {
+        return false;
+    }
+    let has_config = dir.join("config").is_file();
+    // A hidden name is allowed in a repository path (`/.foo/`, as the Go server serves it),
+    // but only a `config` makes such a directory a repository: `.git`, editor state and file
+    // system snapshots may have type-like directories of their own.
+    if path.iter().any(|n| n.starts_with('.')) {
+        return has_config;
+    }
+    has_config || Kind::ALL.iter().any(|k| dir.join(k.as_str()).is_dir())
 }
 
 /// `path`: the names from the root to `dir`; `repo`: the key of the repository `dir` is in.

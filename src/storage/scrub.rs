@@ -417,6 +417,10 @@ impl ScrubStatus {
     fn set_damaged(&self, repo: &str, n: u64) {
         self.damaged.locked().insert(repo.to_owned(), n);
     }
+
+    fn replace_damaged(&self, all: &BTreeMap<String, u64>) {
+        *self.damaged.locked() = all.clone();
+    }
 }
 
 /// `--scrub-every` and `--scrub-rate`.
@@ -565,9 +569,7 @@ fn background(
         status
             .last_pass_completed
             .store(st.last_completed, Ordering::Relaxed);
-        for (repo, n) in &st.damaged {
-            status.set_damaged(repo, *n);
-        }
+        status.replace_damaged(&st.damaged);
         if !st.in_progress {
             // Passes start one interval apart (a pass spread over the interval ends about
             // when the next is due).
@@ -630,6 +632,9 @@ fn background(
         let mut saved_at = Instant::now();
         let mut current: Option<(String, u64)> = None;
         let mut resumed = st.current.take();
+        // A pass that starts from the beginning visits every repository that has objects.
+        let fresh = st.position.is_none();
+        let mut visited = std::collections::BTreeSet::new();
         let (mut objects, mut damaged) = (0u64, 0u64);
         let _ = walk(root, &repos, st.position.clone().as_deref(), &mut |o| {
             // A repository's damage count is published (and saved) when the pass leaves it;
@@ -640,6 +645,7 @@ fn background(
                     status.set_damaged(&r, n);
                     st.damaged.insert(r, n);
                 }
+                visited.insert(repo.clone());
                 let mut so_far = 0;
                 if let Some((r, n)) = resumed.take() {
                     if r == repo {
@@ -685,6 +691,16 @@ fn background(
             status.set_damaged(&r, n);
             st.damaged.insert(r, n);
         }
+        // Saved on the last object of the pass, then a crash: nothing was left to walk.
+        if let Some((r, n)) = resumed.take() {
+            st.damaged.insert(r, n);
+        }
+        // Repositories that are gone (deleted or renamed by hand) or, after a whole pass,
+        // that have no objects left, report no damage any more: their series go away.
+        let names: std::collections::BTreeSet<String> = repos.iter().map(|r| r.joined()).collect();
+        st.damaged
+            .retain(|r, _| names.contains(r) && (!fresh || visited.contains(r)));
+        status.replace_damaged(&st.damaged);
         st.current = None;
         st.last_completed = crate::storage::inventory::now();
         st.in_progress = false;
@@ -750,16 +766,18 @@ mod tests {
             "alice/laptop/snapshots",
             "bob/nas/x",
             ".git/keys",
+            ".foo/data",
         ] {
             fs::create_dir_all(root.join(d)).unwrap();
         }
         fs::write(root.join("bob/nas/config"), b"c").unwrap();
+        fs::write(root.join(".foo/config"), b"c").unwrap();
         let found: Vec<String> = find_repos(&root)
             .unwrap()
             .iter()
             .map(|r| r.joined())
             .collect();
-        assert_eq!(found, ["alice", "alice/laptop", "bob/nas"]);
+        assert_eq!(found, [".foo", "alice", "alice/laptop", "bob/nas"]);
         let mut inventory: Vec<String> = crate::storage::inventory::walk(&root)
             .repos
             .into_keys()

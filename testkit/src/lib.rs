@@ -447,6 +447,9 @@ impl Resp {
 pub struct Head {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body ran to the end of the connection (no length, not chunked): nothing more can
+    /// be read from it.
+    pub until_eof: bool,
 }
 
 impl Head {
@@ -483,6 +486,7 @@ pub fn read_response_to(
     let mut head = Head {
         status,
         headers: Vec::new(),
+        until_eof: false,
     };
     loop {
         let line = read_line(r)?;
@@ -523,6 +527,7 @@ pub fn read_response_to(
         read_body(r, Some(n), sink)?;
     } else {
         read_body(r, None, sink)?;
+        head.until_eof = true;
     }
     Ok(head)
 }

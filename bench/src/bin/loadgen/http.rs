@@ -92,15 +92,11 @@ impl Conn {
             body_len += piece.len() as u64;
             sink(piece);
         })?;
-        let framed = method == "HEAD"
-            || answer.header("content-length").is_some()
-            || answer.header("transfer-encoding").is_some()
-            || [204, 304].contains(&answer.status);
         let response = Response {
             status: answer.status,
             body_len,
         };
-        Ok((response, framed && !answer.closes()))
+        Ok((response, !answer.until_eof && !answer.closes()))
     }
 }
 
