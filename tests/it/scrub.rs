@@ -429,3 +429,36 @@ fn background_scrub_pauses_while_an_upload_is_written() {
     drop(upload); // the client goes away: the temp file is removed, the scrub goes on
     wait_until(30, "the scrub reading again", || bytes() > at_pause);
 }
+
+#[test]
+fn damage_of_a_repository_removed_by_hand_is_no_longer_reported() {
+    let (dir, data) = backed_up_repo();
+    damage(&data);
+    let s = Server::start_in(
+        dir,
+        &[
+            "--no-auth",
+            "--prometheus",
+            "--path",
+            data.to_str().unwrap(),
+            "--scrub-every",
+            "2s",
+            "--scrub-rate",
+            "100MiB/s",
+        ],
+    );
+    let series = format!("rest_server_scrub_damaged_objects{{repo=\"{REPO}\"}}");
+    wait_until(120, "the damage in /metrics", || {
+        metric(&s.get("/metrics").text(), &series) == Some(3.0)
+    });
+    // The admin deletes the repository; the next complete pass drops its series (and the
+    // state file its count), or the bit-rot alert would fire forever.
+    std::fs::remove_dir_all(data.join(REPO)).unwrap();
+    let passes = || s.log_text().matches("scrub: pass complete").count();
+    let before = passes();
+    wait_until(120, "two more complete passes", || passes() >= before + 2);
+    let m = s.get("/metrics").text();
+    assert_eq!(metric(&m, &series), None, "{m}");
+    let state = std::fs::read_to_string(data.join(STATE_FILE)).unwrap();
+    assert!(!state.contains("damaged "), "{state}");
+}
