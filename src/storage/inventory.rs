@@ -81,9 +81,14 @@ impl Inventory {
     /// Walks the data directory at `root` (blocking; one walk at a time) and makes what it
     /// found the inventory. Returns the walk for the quota's tally, its `repos` moved out.
     pub(crate) fn rewalk(&self, root: &Path) -> Walked {
+        self.rewalk_with(|| walk(root))
+    }
+
+    /// [`Inventory::rewalk`] with the walk given (a test puts uploads inside it).
+    fn rewalk_with(&self, walker: impl FnOnce() -> Walked) -> Walked {
         let _one_at_a_time = self.walking.locked();
         self.known.locked().since_walk = Some(HashMap::new());
-        let mut walked = walk(root);
+        let mut walked = walker();
         self.replace(std::mem::take(&mut walked.repos));
         walked
     }
@@ -367,12 +372,13 @@ mod tests {
         let inv = Inventory::default();
         let alice = RepoPath::new(vec!["alice".into()]).unwrap();
         let bob = RepoPath::new(vec!["bob".into()]).unwrap();
-        // As rewalk does, with the uploads between the walk's reading and its result.
-        inv.known.locked().since_walk = Some(HashMap::new());
-        let walked = walk(&dir);
-        inv.stored(&alice, Kind::Snapshots, 5);
-        inv.stored(&bob, Kind::Data, 7);
-        inv.replace(walked.repos);
+        // Uploads after the walk has read the directories, before its result is in.
+        inv.rewalk_with(|| {
+            let walked = walk(&dir);
+            inv.stored(&alice, Kind::Snapshots, 5);
+            inv.stored(&bob, Kind::Data, 7);
+            walked
+        });
         let r = inv.report();
         assert_eq!(r.len(), 2, "{r:?}");
         assert_eq!(r[0].0, "alice");
