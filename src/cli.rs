@@ -100,8 +100,8 @@ Scrubbing (re-reading stored objects to find bit rot; see README \"Checking for 
       --scrub-every DURATION      check every object once per DURATION in the background,
                                   e.g. 30d, 12h (default: off); the position survives
                                   restarts, reads pause while an upload is written
-      --scrub-rate RATE           read at most RATE per second while scrubbing
-                                  (default 1MiB/s: 1 TB in ~12 days)
+      --scrub-rate RATE           read at most RATE per second while scrubbing (with
+                                  --scrub-every; default 1MiB/s: 1 TB in ~12 days)
   rest-server scrub [REPO...]     check now and exit: 0 intact, 1 damage, 2 usage error
                                   (see rest-server scrub --help)
 
@@ -327,6 +327,10 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         })?,
     };
     let scrub = match value("scrub-every").as_deref() {
+        // A rate for a scrub that is off is a mistake to point out, as --tls-cert without --tls.
+        None | Some("" | "0") if value("scrub-rate").is_some() => {
+            return Err("--scrub-rate needs --scrub-every".into());
+        }
         None | Some("" | "0") => None,
         Some(v) => Some(crate::storage::scrub::Schedule {
             every: parse_duration(v).filter(|d| !d.is_zero()).ok_or_else(|| {
@@ -965,7 +969,10 @@ mod tests {
         }
         let c = serve(&["--scrub-every", "30d"]).unwrap();
         assert_eq!(c.scrub.unwrap().max_rate, DEFAULT_SCRUB_RATE);
-        assert!(serve(&["--scrub-rate", "2MiB/s"]).unwrap().scrub.is_none());
+        assert_eq!(
+            serve(&["--scrub-rate", "2MiB/s"]).unwrap_err(),
+            "--scrub-rate needs --scrub-every"
+        );
         assert!(serve(&["--scrub-every", "soon"]).is_err());
     }
 

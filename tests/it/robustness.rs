@@ -224,6 +224,8 @@ fn bad_flags_exit_2_with_one_line_and_write_nothing() {
         vec!["--listen", "nonsense"],
         vec!["--path"],
         vec!["--tls"],
+        vec!["--scrub-rate", "1MiB/s"],
+        vec!["--scrub-every", "soon"],
     ] {
         let mut all = vec![path_flag.as_str()];
         all.extend(args.iter());
