@@ -10,7 +10,7 @@ use crate::app::{AuthMode, State};
 use crate::handler::{Request, header_str, set};
 use crate::http::body::{Body, Response};
 use crate::storage::inventory::{self, RepoStats, age, human_bytes};
-use crate::storage::quota::Usage;
+use crate::storage::quota::{self, QuotaShare, Usage};
 use hyper::Method;
 use hyper::header;
 use std::fmt::Write as _;
@@ -74,22 +74,20 @@ fn may_read(st: &State, user: Option<&str>, name: &str) -> bool {
     true
 }
 
-/// The quota that applies to a repository: its first segment's `[quotas]` limit, else
-/// `--max-size`: (what, used, limit).
-fn quota_of(st: &State, report: Option<&Usage>, name: &str) -> Option<(String, u64, u64)> {
+/// The quota the repository `name` counts against, as the server counts it now.
+fn quota_of(st: &State, report: Option<&Usage>, name: &str) -> Option<QuotaShare> {
     let (q, report) = (st.quota.as_ref()?, report?);
-    if let (Some(access), Some(seg)) = (&st.access, name.split('/').next())
-        && !name.is_empty()
-        && let Some(limit) = access.get().quota(seg).and_then(|r| r.limit)
-    {
-        let used = report
-            .segments
-            .iter()
-            .find(|(n, _, _)| n == seg)
-            .map_or(0, |s| s.1);
-        return Some((format!("/{seg}"), used, limit));
-    }
-    Some(("everything".to_owned(), report.used, q.limit()?))
+    let rules = st.access.as_ref().map(|a| a.get());
+    quota::share_of(
+        name,
+        |seg| rules.as_ref()?.quota(seg)?.limit,
+        |seg| {
+            let found = report.segments.iter().find(|(n, _, _)| n == seg);
+            found.map_or(0, |s| s.1)
+        },
+        report.used,
+        q.limit(),
+    )
 }
 
 fn render(
@@ -166,7 +164,7 @@ fn render(
                 if n == 1 { "" } else { "s" }
             );
         }
-        if let Some((of, used, limit)) = quota_of(st, quota_report.as_ref(), name) {
+        if let Some(QuotaShare { of, used, limit }) = quota_of(st, quota_report.as_ref(), name) {
             let pct = crate::cmd::status::percent(used, limit);
             let full = if pct >= 90 { " class=full" } else { "" };
             out.push_str("<div class=m>quota of ");

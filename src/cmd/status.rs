@@ -12,6 +12,7 @@ use crate::access::Rules;
 use crate::accesslog::escape;
 use crate::cli::{self, Arity, DEFAULT_PATH, EXIT_USAGE, Grammar};
 use crate::storage::inventory::{self, Inventory, RepoStats, Walked};
+use crate::storage::quota::{self, QuotaShare};
 use crate::storage::scrub;
 use crate::watch::Load as _;
 use std::ffi::OsString;
@@ -108,8 +109,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<StatusCo
 struct Row {
     name: String,
     stats: RepoStats,
-    /// Bytes used and limit of the quota the repository counts against, if any.
-    quota: Option<(String, u64, u64)>,
+    /// The quota the repository counts against, if any.
+    quota: Option<QuotaShare>,
     /// Damaged objects the background scrub found the last time it checked the repository
     /// (its state file); `None` if it has not checked it.
     scrub_damaged: Option<u64>,
@@ -189,26 +190,19 @@ fn rows(
     rules: Option<&Rules>,
     max_size: Option<u64>,
 ) -> Vec<Row> {
-    let first = |name: &str| name.split('/').next().unwrap_or("").to_owned();
-    let total = usage.total;
-    let used_by = |seg: &str| usage.segments.get(seg).copied().unwrap_or(0);
     repos
         .iter()
-        .map(|(name, stats)| {
-            let seg = first(name);
-            let segment_quota = rules
-                .filter(|_| !name.is_empty())
-                .and_then(|r| r.quota(&seg))
-                .and_then(|q| q.limit)
-                .map(|limit| (format!("/{seg}"), used_by(&seg), limit));
-            let quota =
-                segment_quota.or_else(|| max_size.map(|l| ("--max-size".to_owned(), total, l)));
-            Row {
-                name: name.clone(),
-                stats: *stats,
-                quota,
-                scrub_damaged: None,
-            }
+        .map(|(name, stats)| Row {
+            name: name.clone(),
+            stats: *stats,
+            quota: quota::share_of(
+                name,
+                |seg| rules?.quota(seg)?.limit,
+                |seg| usage.segments.get(seg).copied().unwrap_or(0),
+                usage.total,
+                max_size,
+            ),
+            scrub_damaged: None,
         })
         .collect()
 }
@@ -240,7 +234,7 @@ fn lines(rows: &[Row], now: u64) -> String {
             s.snapshots(),
             w = width.saturating_sub(1),
         );
-        if let Some((of, used, limit)) = &r.quota {
+        if let Some(QuotaShare { of, used, limit }) = &r.quota {
             let _ = write!(
                 out,
                 "  quota {}% of {of} ({})",
@@ -301,7 +295,7 @@ fn json(rows: &[Row], now: u64) -> String {
         }
         out.push('}');
         match &r.quota {
-            Some((of, used, limit)) => {
+            Some(QuotaShare { of, used, limit }) => {
                 out.push_str(",\"quota\":{\"of\":");
                 out.push_str(&json_str(of));
                 let _ = write!(out, ",\"used\":{used},\"limit\":{limit}}}");

@@ -60,6 +60,43 @@ pub(crate) struct Reservation {
 #[derive(Debug)]
 pub(crate) struct Exceeded;
 
+/// The quota a repository counts against and how full it is (the status page and
+/// `rest-server status` show it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct QuotaShare {
+    /// What the limit is on: `/alice` (a first segment's `[quotas]` limit) or `--max-size`.
+    pub of: String,
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// Which quota the repository `repo` (its path joined by `/`) counts against: its first
+/// segment's limit (`segment_limit`), else the overall one (`--max-size`). `used_by(segment)`
+/// and `total` are bytes as the quota counts them (every file).
+pub(crate) fn share_of(
+    repo: &str,
+    segment_limit: impl Fn(&str) -> Option<u64>,
+    used_by: impl Fn(&str) -> u64,
+    total: u64,
+    overall: Option<u64>,
+) -> Option<QuotaShare> {
+    let segment = repo.split('/').next().filter(|_| !repo.is_empty());
+    if let Some(seg) = segment
+        && let Some(limit) = segment_limit(seg)
+    {
+        return Some(QuotaShare {
+            of: format!("/{seg}"),
+            used: used_by(seg),
+            limit,
+        });
+    }
+    overall.map(|limit| QuotaShare {
+        of: "--max-size".into(),
+        used: total,
+        limit,
+    })
+}
+
 /// Usage for `/metrics`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Usage {
@@ -232,6 +269,25 @@ fn give_back(counter: &AtomicU64, bytes: u64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_repository_counts_against_its_segment_else_the_overall_limit() {
+        let limit = |seg: &str| (seg == "alice").then_some(100);
+        let used = |seg: &str| if seg == "alice" { 40 } else { 7 };
+        let share = |repo| share_of(repo, limit, used, 500, Some(1000));
+        let q = |of: &str, used, limit| {
+            Some(QuotaShare {
+                of: of.into(),
+                used,
+                limit,
+            })
+        };
+        assert_eq!(share("alice/laptop"), q("/alice", 40, 100));
+        assert_eq!(share("bob/nas"), q("--max-size", 500, 1000));
+        // The root repository has no first segment.
+        assert_eq!(share(""), q("--max-size", 500, 1000));
+        assert_eq!(share_of("bob", limit, used, 500, None), None);
+    }
+
     use super::*;
 
     fn ready(limit: Option<u64>, per_segment: bool) -> Arc<Quota> {
