@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 /// One read(2) of a download: big enough that the disk sees few, large reads, small enough
 /// that 8 concurrent downloads (two chunks each) stay within 2 MiB. A smaller file gets
@@ -265,7 +265,10 @@ pub(crate) enum Occupant {
 }
 
 /// A byte range of a file as a response body, read ahead one chunk: the chunk just read is
-/// handed to hyper (no copy) while a blocking task reads the next one with one pread(2).
+/// handed to hyper (no copy) while the next one is read with one pread(2). What the page
+/// cache holds is read at once on the executor thread (`preadv2` with `RWF_NOWAIT`, which
+/// never waits for the disk); only what must come from the disk goes to a blocking thread,
+/// since a hand-off per chunk costs more CPU than the copy.
 /// Buffers come back to the body once hyper has sent them ([`Recycled`]), so a download of
 /// any length uses two buffers (an allocation per chunk made musl map and unmap 128 KiB each
 /// time).
@@ -281,8 +284,12 @@ pub(crate) struct FileBody {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// A chunk read in flight; it gives back the file and the filled buffer.
-type Reading = Task<(File, Vec<u8>, io::Result<()>)>;
+/// A chunk read: at once from the page cache, or in flight on a blocking thread. Either
+/// gives back the file and the filled buffer.
+enum Reading {
+    Done(File, Vec<u8>, io::Result<()>),
+    Waiting(Task<(File, Vec<u8>, io::Result<()>)>),
+}
 
 /// A buffer on its way through hyper; dropped (sent), it goes back to its body's spares.
 struct Recycled {
@@ -347,21 +354,40 @@ impl FileBody {
         let offset = self.offset;
         self.offset += n as u64;
         self.left -= n as u64;
-        self.reading = Some(smol::unblock(move || {
+        // EAGAIN (not all cached) and EOPNOTSUPP (a file system or kernel without
+        // RWF_NOWAIT) leave it all to the blocking read; a short read leaves it the rest.
+        let cached = rustix::io::preadv2(
+            &file,
+            &mut [io::IoSliceMut::new(&mut buf)],
+            offset,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        )
+        .unwrap_or(0);
+        if cached == n {
+            self.reading = Some(Reading::Done(file, buf, Ok(())));
+            return;
+        }
+        self.reading = Some(Reading::Waiting(smol::unblock(move || {
             // The file is shorter than its size said only if someone truncated it under
             // us: an error, so the response is cut off rather than padded or short.
-            let read = file.read_exact_at(&mut buf, offset);
+            let read = file.read_exact_at(&mut buf[cached..], offset + cached as u64);
             (file, buf, read)
-        }));
+        })));
     }
 
     /// The next chunk of the range; `None` at its end.
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        let Some(task) = self.reading.as_mut() else {
-            return Poll::Ready(None);
+        let (file, filled, read) = match self.reading.take() {
+            None => return Poll::Ready(None),
+            Some(Reading::Done(file, filled, read)) => (file, filled, read),
+            Some(Reading::Waiting(mut task)) => match Pin::new(&mut task).poll(cx) {
+                Poll::Ready(done) => done,
+                Poll::Pending => {
+                    self.reading = Some(Reading::Waiting(task));
+                    return Poll::Pending;
+                }
+            },
         };
-        let (file, filled, read) = ready!(Pin::new(task).poll(cx));
-        self.reading = None;
         self.file = Some(file);
         if let Err(e) = read {
             return Poll::Ready(Some(Err(e)));
