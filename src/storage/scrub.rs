@@ -630,77 +630,21 @@ fn background(
 
         let t = Instant::now();
         let mut saved_at = Instant::now();
-        let mut current: Option<(String, u64)> = None;
-        let mut resumed = st.current.take();
-        // A pass that starts from the beginning visits every repository that has objects.
-        let fresh = st.position.is_none();
-        let mut visited = std::collections::BTreeSet::new();
-        let (mut objects, mut damaged) = (0u64, 0u64);
-        let _ = walk(root, &repos, st.position.clone().as_deref(), &mut |o| {
-            // A repository's damage count is published (and saved) when the pass leaves it;
-            // a resumed pass goes on from the count saved for the repository it was in.
-            let repo = o.repo.joined();
-            if current.as_ref().is_none_or(|(r, _)| *r != repo) {
-                if let Some((r, n)) = current.take() {
-                    status.set_damaged(&r, n);
-                    st.damaged.insert(r, n);
-                }
-                visited.insert(repo.clone());
-                let mut so_far = 0;
-                if let Some((r, n)) = resumed.take() {
-                    if r == repo {
-                        so_far = n;
-                    } else {
-                        // Saved just before the pass left that repository: it is done.
-                        status.set_damaged(&r, n);
-                        st.damaged.insert(r, n);
-                    }
-                }
-                current = Some((repo, so_far));
-            }
-            let read_before = pacer.total;
-            let outcome = check(&o, &mut pacer, &mut buf);
-            // Every byte read counts, a damaged object's too.
-            let read = pacer.total - read_before;
-            status.bytes_checked.fetch_add(read, Ordering::Relaxed);
-            match outcome {
-                Outcome::Intact(_) => {
-                    status.objects_checked.fetch_add(1, Ordering::Relaxed);
-                    objects += 1;
-                }
-                Outcome::Damaged(p) => {
-                    status.objects_checked.fetch_add(1, Ordering::Relaxed);
-                    objects += 1;
-                    damaged += 1;
-                    if let Some((_, n)) = &mut current {
-                        *n += 1;
-                    }
-                    log_damage(&o, &p);
-                }
-                Outcome::Gone => {}
-            }
-            st.position = Some(o.key().to_vec());
+        let mut save_now = |st: &SavedState| {
             if saved_at.elapsed() >= interval {
-                st.current = current.clone();
-                save(&st);
+                save(st);
                 saved_at = Instant::now();
             }
-            ControlFlow::Continue(())
-        });
-        if let Some((r, n)) = current.take() {
-            status.set_damaged(&r, n);
-            st.damaged.insert(r, n);
-        }
-        // Saved on the last object of the pass, then a crash: nothing was left to walk.
-        if let Some((r, n)) = resumed.take() {
-            st.damaged.insert(r, n);
-        }
-        // Repositories that are gone (deleted or renamed by hand) or, after a whole pass,
-        // that have no objects left, report no damage any more: their series go away.
-        let names: std::collections::BTreeSet<String> = repos.iter().map(|r| r.joined()).collect();
-        st.damaged
-            .retain(|r, _| names.contains(r) && (!fresh || visited.contains(r)));
-        status.replace_damaged(&st.damaged);
+        };
+        let (objects, damaged) = run_pass(
+            root,
+            &repos,
+            &mut st,
+            status,
+            &mut pacer,
+            &mut buf,
+            &mut save_now,
+        );
         st.current = None;
         st.last_completed = crate::storage::inventory::now();
         st.in_progress = false;
@@ -715,6 +659,90 @@ fn background(
             t.elapsed().as_secs()
         );
     }
+}
+
+/// One pass over `repos`, or the rest of a resumed one (from `st.position`): checks each
+/// object, keeps the damage per repository in `st` and `status` (a repository's count when
+/// the pass leaves it), and hands `st` to `save` after each object (`save` decides whether to
+/// write it). Returns the objects checked and how many were damaged.
+fn run_pass(
+    root: &Path,
+    repos: &[RepoPath],
+    st: &mut SavedState,
+    status: &ScrubStatus,
+    pacer: &mut Pacer,
+    buf: &mut Vec<u8>,
+    save: &mut dyn FnMut(&SavedState),
+) -> (u64, u64) {
+    let mut current: Option<(String, u64)> = None;
+    let mut resumed = st.current.take();
+    // A pass that starts from the beginning visits every repository that has objects.
+    let fresh = st.position.is_none();
+    let mut visited = std::collections::BTreeSet::new();
+    let (mut objects, mut damaged) = (0u64, 0u64);
+    let _ = walk(root, repos, st.position.clone().as_deref(), &mut |o| {
+        // A repository's damage count is published (and saved) when the pass leaves it;
+        // a resumed pass goes on from the count saved for the repository it was in.
+        let repo = o.repo.joined();
+        if current.as_ref().is_none_or(|(r, _)| *r != repo) {
+            if let Some((r, n)) = current.take() {
+                status.set_damaged(&r, n);
+                st.damaged.insert(r, n);
+            }
+            visited.insert(repo.clone());
+            let mut so_far = 0;
+            if let Some((r, n)) = resumed.take() {
+                if r == repo {
+                    so_far = n;
+                } else {
+                    // Saved just before the pass left that repository: it is done.
+                    status.set_damaged(&r, n);
+                    st.damaged.insert(r, n);
+                }
+            }
+            current = Some((repo, so_far));
+        }
+        let read_before = pacer.total;
+        let outcome = check(&o, pacer, buf);
+        // Every byte read counts, a damaged object's too.
+        let read = pacer.total - read_before;
+        status.bytes_checked.fetch_add(read, Ordering::Relaxed);
+        match outcome {
+            Outcome::Intact(_) => {
+                status.objects_checked.fetch_add(1, Ordering::Relaxed);
+                objects += 1;
+            }
+            Outcome::Damaged(p) => {
+                status.objects_checked.fetch_add(1, Ordering::Relaxed);
+                objects += 1;
+                damaged += 1;
+                if let Some((_, n)) = &mut current {
+                    *n += 1;
+                }
+                log_damage(&o, &p);
+            }
+            Outcome::Gone => {}
+        }
+        st.position = Some(o.key().to_vec());
+        st.current = current.clone();
+        save(st);
+        ControlFlow::Continue(())
+    });
+    if let Some((r, n)) = current.take() {
+        status.set_damaged(&r, n);
+        st.damaged.insert(r, n);
+    }
+    // Saved on the last object of the pass, then a crash: nothing was left to walk.
+    if let Some((r, n)) = resumed.take() {
+        st.damaged.insert(r, n);
+    }
+    // Repositories that are gone (deleted or renamed by hand) or, after a whole pass,
+    // that have no objects left, report no damage any more: their series go away.
+    let names: std::collections::BTreeSet<String> = repos.iter().map(|r| r.joined()).collect();
+    st.damaged
+        .retain(|r, _| names.contains(r) && (!fresh || visited.contains(r)));
+    status.replace_damaged(&st.damaged);
+    (objects, damaged)
 }
 
 /// The rate of a pass: what spreads it over the interval, at least [`MIN_PASS_RATE`] (so a
@@ -784,6 +812,66 @@ mod tests {
             .collect();
         inventory.sort();
         assert_eq!(found, inventory);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A tree with repository `r` holding two intact snapshots; returns the root and the
+    /// key of the last object a pass meets.
+    fn two_snapshots(name: &str) -> (PathBuf, Vec<u8>) {
+        let root = std::env::temp_dir().join(format!("scrub-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("r/snapshots")).unwrap();
+        fs::write(root.join("r/config"), b"c").unwrap();
+        for body in [&b"one"[..], b"two"] {
+            fs::write(
+                root.join("r/snapshots").join(hex(&Sha256::digest(body))),
+                body,
+            )
+            .unwrap();
+        }
+        let repos = find_repos(&root).unwrap();
+        let mut last = Vec::new();
+        let _ = walk(&root, &repos, None, &mut |o| {
+            last = o.key().to_vec();
+            ControlFlow::Continue(())
+        });
+        (root, last)
+    }
+
+    fn pass(root: &Path, st: &mut SavedState, status: &ScrubStatus) -> (u64, u64) {
+        let repos = find_repos(root).unwrap();
+        let (mut pacer, mut buf) = (Pacer::new(None, None), Vec::new());
+        run_pass(root, &repos, st, status, &mut pacer, &mut buf, &mut |_| {})
+    }
+
+    #[test]
+    fn a_count_saved_on_the_last_object_survives_the_resume() {
+        let (root, last) = two_snapshots("resume-last");
+        // Saved after the last object, with 2 damaged found in r, then a crash.
+        let mut st = SavedState {
+            in_progress: true,
+            position: Some(last),
+            current: Some(("r".into(), 2)),
+            ..SavedState::default()
+        };
+        let status = ScrubStatus::default();
+        assert_eq!(pass(&root, &mut st, &status), (0, 0));
+        assert_eq!(st.damaged.get("r"), Some(&2));
+        assert_eq!(status.damaged(), [("r".to_owned(), 2)]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_whole_pass_forgets_repositories_that_are_gone() {
+        let (root, _) = two_snapshots("forget");
+        let mut st = SavedState {
+            damaged: [("gone".to_owned(), 3), ("r".to_owned(), 1)].into(),
+            ..SavedState::default()
+        };
+        let status = ScrubStatus::default();
+        assert_eq!(pass(&root, &mut st, &status), (2, 0));
+        assert_eq!(st.damaged, [("r".to_owned(), 0)].into());
+        assert_eq!(status.damaged(), [("r".to_owned(), 0)]);
         fs::remove_dir_all(&root).unwrap();
     }
 
