@@ -55,15 +55,17 @@ impl TempDir {
         TempDir::below(&std::env::temp_dir(), name)
     }
 
-    /// A temp dir below cargo's target directory (`target/tmp`, next to the profile directory
-    /// that holds the binary), for tests that need a disk rather than whatever `/tmp` is
-    /// (tmpfs has no writeback). That is normally the disk of the checkout;
-    /// [`TempDir::assert_writeback`] says so if it is not.
+    /// A temp dir below cargo's target directory (`target/tmp`, found from the running test
+    /// executable in `target/<profile>/deps/`, whatever `$REST_SERVER_BIN` says), for tests
+    /// that need a disk rather than whatever `/tmp` is (tmpfs has no writeback). That is
+    /// normally the disk of the checkout; [`TempDir::assert_writeback`] says so if it is not.
     pub fn on_disk(name: &str) -> TempDir {
-        let target = Path::new(bin())
-            .parent()
-            .and_then(Path::parent)
-            .expect("target directory");
+        let exe = std::env::current_exe().expect("the test executable");
+        let target = exe
+            .ancestors()
+            .nth(3)
+            .expect("target directory")
+            .to_path_buf();
         let dir = TempDir::below(&target.join("tmp"), name);
         dir.assert_writeback();
         dir
