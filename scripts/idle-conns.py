@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Server memory with many idle connections, and stalled TLS handshakes (BENCHMARKS.md; the limits are in docs/http.md).
 
-usage: scripts/idle-conns.py idle  N RUNS NAME=BIN [NAME=BIN ...]
-       scripts/idle-conns.py stall N RUNS NAME=BIN [NAME=BIN ...]
+usage: scripts/idle-conns.py idle   N RUNS NAME=BIN [NAME=BIN ...]
+       scripts/idle-conns.py silent N RUNS NAME=BIN [NAME=BIN ...]
+       scripts/idle-conns.py stall  N RUNS NAME=BIN [NAME=BIN ...]
 
 idle:  starts each binary (`--no-auth`, fresh --path, 127.0.0.1, a free port), creates
        /r and its config, then opens N keep-alive connections that each send one
        `HEAD /r/config` and read its 200, then stay idle. Prints VmRSS (and RssAnon,
        threads, open fds) before the connections and 3 s after the last answer, and VmHWM.
+silent: the same, but the N connections send nothing (plain TCP): what a client that opens
+       connections and never writes costs until the 30 s head timeout.
 stall: starts each binary with --tls (a throw-away self-signed P-256 certificate made
        with the openssl CLI), opens N TCP connections that never send a byte, and prints
        the server's open fds and VmRSS 2 s after the last connect and again 13 s after it
@@ -69,7 +72,7 @@ def request(port, raw):
     return data.split(b'\r\n', 1)[0]
 
 
-def idle(bin_, n):
+def idle(bin_, n, silent=False):
     d = tempfile.mkdtemp(prefix='idle-conns-')
     p, port = start(bin_, d, ['--no-auth'])
     try:
@@ -85,8 +88,11 @@ def idle(bin_, n):
             if time.time() > deadline:
                 break
             s = socket.create_connection(('127.0.0.1', port), timeout=30)
-            s.sendall(head)
             socks.append(s)
+            if silent:
+                ok += 1
+                continue
+            s.sendall(head)
             if len(socks) % 500 == 0 or i == n - 1:  # read answers in batches
                 for t in socks[ok:]:
                     got = b''
@@ -142,7 +148,7 @@ def stall(bin_, n):
 
 
 def main():
-    if len(sys.argv) < 5 or sys.argv[1] not in ('idle', 'stall'):
+    if len(sys.argv) < 5 or sys.argv[1] not in ('idle', 'silent', 'stall'):
         sys.exit(__doc__)
     mode, n, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     bins = [a.split('=', 1) for a in sys.argv[4:]]
@@ -153,8 +159,8 @@ def main():
         order = bins if r % 2 == 0 else bins[::-1]
         for name, b in order:
             load = open('/proc/loadavg').read().split()[0]
-            if mode == 'idle':
-                before, after, ok = idle(b, n)
+            if mode in ('idle', 'silent'):
+                before, after, ok = idle(b, n, mode == 'silent')
                 res[name].append(after['rss'])
                 print(f'run {r + 1} {name}: load {load}; before: RSS {before["rss"]:.2f} MiB '
                       f'(anon {before["anon"]:.2f}), {before["threads"]} threads; with {ok} idle '
@@ -170,7 +176,7 @@ def main():
                       f'RSS {held["rss"]:.2f} MiB; 13 s after: {freed["fds"]} fds, RSS '
                       f'{freed["rss"]:.2f} MiB, HWM {freed["hwm"]:.2f}; {closed}/{n} closed by the '
                       f'server; a real handshake afterwards: HTTP {ok}', flush=True)
-    what = 'RSS with the connections, MiB' if mode == 'idle' else 'fds left over 13 s after'
+    what = 'fds left over 13 s after' if mode == 'stall' else 'RSS with the connections, MiB'
     for name, v in res.items():
         print(f'{name}: median {what}: {statistics.median(v):.2f} (runs: '
               f'{" ".join(f"{x:.2f}" for x in v)})')

@@ -349,10 +349,32 @@ where
 
 /// Serves one connection: requests one after another (pipelined ones in order) until the
 /// client or we close it. `writev`: the stream takes vectored writes well (a socket, not TLS).
-async fn connection<S>(stream: S, peer: String, server: Arc<Server>, writev: bool)
+async fn connection<S>(mut stream: S, peer: String, server: Arc<Server>, writev: bool)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // hyper allocates its read and write buffers (8 KiB each) as soon as it is handed the
+    // connection; a connection that has sent nothing yet gets them only once its first byte
+    // arrives (within the head timeout), so connections opened and left idle cost ~5 KiB
+    // each instead of ~21 (BENCHMARKS.md).
+    let mut first = [0u8; 1];
+    let arrived = async { Some(stream.read(&mut first).await) };
+    let timeout = async {
+        Timer::after(HEAD_TIMEOUT).await;
+        None
+    };
+    match arrived.or(timeout).await {
+        Some(Ok(1)) => {}
+        Some(Ok(_)) => return, // closed without a request
+        Some(Err(e)) => {
+            log::debug!("connection from {peer}: {e}");
+            return;
+        }
+        None => {
+            log::debug!("connection from {peer}: no request within {HEAD_TIMEOUT:?}");
+            return;
+        }
+    }
     // Set when an answer says `Connection: close` (a refused upload whose body we never
     // read): the connection then lingers before closing.
     let refused_body = Arc::new(AtomicBool::new(false));
@@ -389,7 +411,7 @@ where
         // A client that shuts down its sending side after a request still gets the answer.
         .half_close(true);
     let served = http
-        .serve_connection(FuturesIo::new(IdleTimeouts::new(stream)), service)
+        .serve_connection(FuturesIo::new(IdleTimeouts::new(stream, first[0])), service)
         .without_shutdown()
         .await;
     match served {
@@ -522,6 +544,9 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 /// ~120 s instead of 60.
 struct IdleTimeouts<S> {
     inner: S,
+    /// The connection's first byte, read before hyper was handed the connection; the first
+    /// read returns it.
+    first: Option<u8>,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
     /// Bytes written since `write_timer` was armed.
@@ -533,9 +558,10 @@ struct IdleTimeouts<S> {
 const MIN_WRITE_PROGRESS: usize = 64 * 1024;
 
 impl<S> IdleTimeouts<S> {
-    fn new(inner: S) -> Self {
+    fn new(inner: S, first: u8) -> Self {
         IdleTimeouts {
             inner,
+            first: Some(first),
             read_timer: None,
             write_timer: None,
             written_while_armed: 0,
@@ -587,6 +613,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if let Some(byte) = this.first.take_if(|_| !buf.is_empty()) {
+            // With whatever else has arrived: hyper then parses the head as if it had read it
+            // in one go (a 1-byte read would make it grow its buffer to 16 KiB).
+            buf[0] = byte;
+            let more = match Pin::new(&mut this.inner).poll_read(cx, &mut buf[1..]) {
+                Poll::Ready(Ok(n)) => n,
+                // Nothing yet, or an error that the next read reports again.
+                Poll::Ready(Err(_)) | Poll::Pending => 0,
+            };
+            return Poll::Ready(Ok(1 + more));
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             // Any byte read is progress.
             Poll::Ready(r) => {

@@ -107,3 +107,28 @@ fn an_idle_keep_alive_connection_is_closed_after_the_head_timeout() {
         "closed after {after:?}: before the 30 s head timeout, so not by it"
     );
 }
+
+#[test]
+fn a_connection_that_never_sends_a_byte_is_closed_after_the_head_timeout() {
+    // It waits for its first byte without hyper's buffers (docs/http.md), but not forever.
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let opened = Instant::now();
+    let mut rest = Vec::new();
+    let n = c
+        .read_to_end(&mut rest)
+        .expect("closed by the server, not timed out");
+    let after = opened.elapsed();
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        after >= Duration::from_secs(29),
+        "closed after {after:?}: before the 30 s head timeout"
+    );
+    // A request that trickles in afterwards on a new connection is served as usual.
+    let mut c = std::io::BufReader::new(s.connect());
+    for b in b"GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n" {
+        c.get_mut().write_all(&[*b]).unwrap();
+    }
+    assert_eq!(read_response(&mut c, "GET").status, 404);
+}
