@@ -209,6 +209,21 @@ fn rate_limit_holds() {
     );
 }
 
+/// A server with `--prometheus` and the background scrub of `data` (`--scrub-every every`,
+/// `--scrub-rate rate`), in `dir`.
+fn scrubbing_server(dir: TempDir, data: &Path, every: &str, rate: &str) -> Server {
+    let path = data.to_str().unwrap();
+    let args = [
+        "--no-auth",
+        "--prometheus",
+        "--path",
+        path,
+        "--scrub-every",
+        every,
+    ];
+    Server::start_in(dir, &[&args[..], &["--scrub-rate", rate]].concat())
+}
+
 fn metric(text: &str, line_start: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(line_start))
@@ -222,21 +237,9 @@ fn background_scrub_reports_damage_through_metrics_and_log_lines() {
     let (pack, index, snapshot) = damage(&data);
     let before = tree_state(&data);
     let total = count_objects(&data);
-    let s = Server::start_in(
-        dir,
-        &[
-            "--no-auth",
-            "--prometheus",
-            "--path",
-            data.to_str().unwrap(),
-            // A pass spread over 2 s: ~12 MB/s for this repository; passes then follow
-            // one another, which the checks below allow for.
-            "--scrub-every",
-            "2s",
-            "--scrub-rate",
-            "100MiB/s",
-        ],
-    );
+    // A pass spread over 2 s: ~12 MB/s for this repository; passes then follow
+    // one another, which the checks below allow for.
+    let s = scrubbing_server(dir, &data, "2s", "100MiB/s");
     s.wait_log("scrub: pass complete", 120);
     let log = s.log_text();
     let errors: Vec<&str> = log
@@ -295,26 +298,16 @@ fn background_scrub_reports_damage_through_metrics_and_log_lines() {
     s.wait_exit(30);
     let dir = std::mem::replace(&mut s.dir, TempDir::new("scrub-unused"));
     drop(s);
-    let s = Server::start_in(
-        dir,
-        &[
-            "--no-auth",
-            "--prometheus",
-            "--path",
-            data.to_str().unwrap(),
-            "--scrub-every",
-            "30d",
-            "--scrub-rate",
-            "64KiB/s",
-        ],
-    );
+    let s = scrubbing_server(dir, &data, "30d", "64KiB/s");
     let series = format!("rest_server_scrub_damaged_objects{{repo=\"{REPO}\"}}");
     wait_until(30, "the saved damage in /metrics", || {
         metric(&s.get("/metrics").text(), &series).is_some()
     });
     assert_eq!(metric(&s.get("/metrics").text(), &series), Some(3.0));
 
-    // The same where people look: the status page and `rest-server status`.
+    // The same where people look: the status page (once the start-up walk has listed the
+    // repository) and `rest-server status`.
+    s.wait_log("Inventory:", 60);
     let page = s.req("GET", "/").header("Accept", "text/html").send();
     assert_eq!(page.status, 200);
     assert!(page.text().contains("3 damaged objects"), "{}", page.text());
@@ -390,19 +383,7 @@ fn background_scrub_resumes_from_its_state_file_after_a_crash() {
 fn background_scrub_pauses_while_an_upload_is_written() {
     let (dir, data) = backed_up_repo();
     // ~24 MB spread over 20 s: ~1.2 MB/s, reads of 128 KiB.
-    let s = Server::start_in(
-        dir,
-        &[
-            "--no-auth",
-            "--prometheus",
-            "--path",
-            data.to_str().unwrap(),
-            "--scrub-every",
-            "20s",
-            "--scrub-rate",
-            "2MiB/s",
-        ],
-    );
+    let s = scrubbing_server(dir, &data, "20s", "2MiB/s");
     let bytes = || {
         metric(
             &s.get("/metrics").text(),
@@ -434,19 +415,7 @@ fn background_scrub_pauses_while_an_upload_is_written() {
 fn damage_of_a_repository_removed_by_hand_is_no_longer_reported() {
     let (dir, data) = backed_up_repo();
     damage(&data);
-    let s = Server::start_in(
-        dir,
-        &[
-            "--no-auth",
-            "--prometheus",
-            "--path",
-            data.to_str().unwrap(),
-            "--scrub-every",
-            "2s",
-            "--scrub-rate",
-            "100MiB/s",
-        ],
-    );
+    let s = scrubbing_server(dir, &data, "2s", "100MiB/s");
     let series = format!("rest_server_scrub_damaged_objects{{repo=\"{REPO}\"}}");
     wait_until(120, "the damage in /metrics", || {
         metric(&s.get("/metrics").text(), &series) == Some(3.0)
