@@ -355,8 +355,8 @@ where
 {
     // hyper allocates its read and write buffers (8 KiB each) as soon as it is handed the
     // connection; a connection that has sent nothing yet gets them only once its first byte
-    // arrives (within the head timeout), so connections opened and left idle cost ~5 KiB
-    // each instead of ~21 (BENCHMARKS.md).
+    // arrives (within the head timeout), so connections opened and left silent cost ~2.6 KiB
+    // each instead of ~21 (static build, BENCHMARKS.md).
     let mut first = [0u8; 1];
     let arrived = async { Some(stream.read(&mut first).await) };
     let timeout = async {
@@ -619,7 +619,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
             buf[0] = byte;
             let more = match Pin::new(&mut this.inner).poll_read(cx, &mut buf[1..]) {
                 Poll::Ready(Ok(n)) => n,
-                // Nothing yet, or an error that the next read reports again.
+                // Nothing yet, or an error: the next read reports it again or sees the
+                // connection's end, and hyper gives up on an unfinished head either way.
                 Poll::Ready(Err(_)) | Poll::Pending => 0,
             };
             return Poll::Ready(Ok(1 + more));
