@@ -13,7 +13,7 @@ use crate::storage::repo::Repos;
 use crate::storage::scrub::{self, ScrubStatus};
 use crate::storage::upload::{self, Turns};
 use crate::watch::Watched;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Who may do anything at all.
@@ -55,8 +55,9 @@ pub(crate) struct State {
     pub status_page: bool,
     /// When the server started, for the status page's uptime.
     pub started: Instant,
-    /// The TLS certificate's SHA-256 fingerprint, when TLS is on (shown on the status page).
-    pub tls_fingerprint: Option<String>,
+    /// The TLS certificate's SHA-256 fingerprint, when TLS is on (shown on the status page);
+    /// replaced when SIGHUP loads a new certificate.
+    pub tls_fingerprint: Mutex<Option<String>>,
     /// `--scrub-every`: what the background scrub has found, for `/metrics` and status.
     pub scrub: Option<Arc<ScrubStatus>>,
 }
@@ -104,7 +105,7 @@ impl State {
             repo_metrics: cfg.repo_metrics,
             status_page: cfg.status_page,
             started: Instant::now(),
-            tls_fingerprint: None,
+            tls_fingerprint: Mutex::new(None),
             scrub: cfg.scrub.map(|_| Arc::default()),
         })
     }

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     };
     let state = match State::new(&cfg) {
         Ok(mut s) => {
-            s.tls_fingerprint = fingerprint;
+            s.tls_fingerprint = fingerprint.into();
             Arc::new(s)
         }
         Err(e) => {

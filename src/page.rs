@@ -9,6 +9,7 @@ use crate::access::Right;
 use crate::app::{AuthMode, State};
 use crate::handler::{Request, header_str, set};
 use crate::http::body::{Body, Response};
+use crate::lock::Lock as _;
 use crate::storage::inventory::{self, RepoStats, age, human_bytes};
 use crate::storage::quota::{self, QuotaShare, Usage};
 use hyper::Method;
@@ -201,8 +202,8 @@ fn render(
         }
         fact("scrub", &text);
     }
-    if let Some(fp) = &st.tls_fingerprint {
-        fact("TLS SHA-256", fp);
+    if let Some(fp) = st.tls_fingerprint.locked().clone() {
+        fact("TLS SHA-256", &fp);
     }
     match (&st.authn, user) {
         (AuthMode::Anonymous, _) | (_, None) => fact("user", "anonymous"),

@@ -212,8 +212,10 @@ async fn serve(
                 log::info!("SIGHUP: reloading");
                 server.state.reload();
                 #[cfg(feature = "tls")]
-                if let Some(tls) = &tls {
-                    tls.reload();
+                if let Some(tls) = &tls
+                    && let Some(fingerprint) = tls.reload()
+                {
+                    *crate::lock::Lock::locked(&server.state.tls_fingerprint) = Some(fingerprint);
                 }
             }
             Event::Signal(Some(Ok(sig))) => {

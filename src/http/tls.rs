@@ -150,8 +150,9 @@ impl Tls {
     }
 
     /// SIGHUP: new handshakes use the pair now on disk; open connections keep theirs. A pair
-    /// that does not load leaves the old one in place.
-    pub(crate) fn reload(&self) {
+    /// that does not load leaves the old one in place. Returns the new certificate's
+    /// fingerprint if one was loaded.
+    pub(crate) fn reload(&self) -> Option<String> {
         match build(&self.cfg, self.chacha_first) {
             Ok((acceptor, loaded)) => {
                 *self.acceptor.write_locked() = acceptor;
@@ -160,8 +161,12 @@ impl Tls {
                 for w in loaded.warnings {
                     log::warn!("{w}");
                 }
+                Some(loaded.fingerprint)
             }
-            Err(e) => log::error!("TLS reload failed, keeping the previous certificate: {e}"),
+            Err(e) => {
+                log::error!("TLS reload failed, keeping the previous certificate: {e}");
+                None
+            }
         }
     }
 

@@ -414,6 +414,13 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_pair_is_bad() {
     let mut new = connect_to(&s, &cert_b);
     assert_eq!(peer_fingerprint(&new), fp_b);
     assert_eq!(send(&mut new, s.req("GET", "/x/config"), "GET").status, 404);
+    // The status page names the certificate now in service, not the one it started with.
+    let page = |c: &mut Tls| {
+        let req = s.req("GET", "/").header("Accept", "text/html");
+        send(c, req, "GET").text()
+    };
+    let html = page(&mut new);
+    assert!(html.contains(&fp_b) && !html.contains(&fp_a), "{html}");
     // The connection made before the reload lives on.
     assert_eq!(send(&mut old, s.req("GET", "/x/config"), "GET").status, 404);
 
@@ -431,6 +438,7 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_new_pair_is_bad() {
         s.log_text().matches("TLS reload failed").count() == 2
     });
     assert_eq!(peer_fingerprint(&connect_to(&s, &cert_b)), fp_b);
+    assert!(page(&mut connect_to(&s, &cert_b)).contains(&fp_b));
     assert!(alive(&s));
 }
 
