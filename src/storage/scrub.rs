@@ -645,7 +645,6 @@ fn background(
             &mut buf,
             &mut save_now,
         );
-        st.current = None;
         st.last_completed = crate::storage::inventory::now();
         st.in_progress = false;
         st.position = None;
@@ -674,7 +673,8 @@ fn run_pass(
     buf: &mut Vec<u8>,
     save: &mut dyn FnMut(&SavedState),
 ) -> (u64, u64) {
-    let mut current: Option<(String, u64)> = None;
+    // `st.current` is the repository the pass is in and its count so far, saved with the
+    // position; what it held when the pass started is where a resumed pass was.
     let mut resumed = st.current.take();
     // A pass that starts from the beginning visits every repository that has objects.
     let fresh = st.position.is_none();
@@ -684,8 +684,8 @@ fn run_pass(
         // A repository's damage count is published (and saved) when the pass leaves it;
         // a resumed pass goes on from the count saved for the repository it was in.
         let repo = o.repo.joined();
-        if current.as_ref().is_none_or(|(r, _)| *r != repo) {
-            if let Some((r, n)) = current.take() {
+        if st.current.as_ref().is_none_or(|(r, _)| *r != repo) {
+            if let Some((r, n)) = st.current.take() {
                 status.set_damaged(&r, n);
                 st.damaged.insert(r, n);
             }
@@ -700,7 +700,7 @@ fn run_pass(
                     st.damaged.insert(r, n);
                 }
             }
-            current = Some((repo, so_far));
+            st.current = Some((repo, so_far));
         }
         let read_before = pacer.total;
         let outcome = check(&o, pacer, buf);
@@ -716,7 +716,7 @@ fn run_pass(
                 status.objects_checked.fetch_add(1, Ordering::Relaxed);
                 objects += 1;
                 damaged += 1;
-                if let Some((_, n)) = &mut current {
+                if let Some((_, n)) = &mut st.current {
                     *n += 1;
                 }
                 log_damage(&o, &p);
@@ -724,11 +724,10 @@ fn run_pass(
             Outcome::Gone => {}
         }
         st.position = Some(o.key().to_vec());
-        st.current = current.clone();
         save(st);
         ControlFlow::Continue(())
     });
-    if let Some((r, n)) = current.take() {
+    if let Some((r, n)) = st.current.take() {
         status.set_damaged(&r, n);
         st.damaged.insert(r, n);
     }

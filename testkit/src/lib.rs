@@ -433,15 +433,20 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+}
+
+/// The value of the first field called `name` (in any case).
+fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A response's status and header fields, as [`read_response_to`] reads them.
@@ -456,10 +461,7 @@ pub struct Head {
 
 impl Head {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     /// Whether the server closes the connection after this response.
@@ -752,20 +754,24 @@ pub fn restic_ok(dir: &Path, repo_url: &str, args: &[&str]) -> std::process::Out
     let out = restic(dir, repo_url, args);
     assert!(
         out.status.success(),
-        "restic {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "restic {args:?} failed:\n{}",
+        output_text(&out)
     );
     out
 }
 
 /// Asserts that a restic run succeeded; returns its stdout and stderr together.
 pub fn ok(out: std::process::Output, what: &str) -> String {
-    let text = format!(
+    let text = output_text(&out);
+    assert!(out.status.success(), "restic {what} failed:\n{text}");
+    text
+}
+
+/// A finished command's stdout and stderr together (for assertions and their messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "restic {what} failed:\n{text}");
-    text
+    )
 }

@@ -75,11 +75,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> String {
         input.write_all(text.as_bytes()).unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = output_text(&out);
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }
