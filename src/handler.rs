@@ -17,7 +17,7 @@ use crate::storage::names::{Kind, RepoFile, RepoPath};
 use crate::storage::quota::SegmentLimit;
 use crate::storage::repo::{Occupant, Repos};
 use crate::storage::upload::{self, Stored, TempObject};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version};
 use std::time::Instant;
@@ -25,7 +25,7 @@ use std::time::Instant;
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
 
-pub(crate) type Request = hyper::Request<Incoming>;
+pub(crate) type Request = hyper::Request<crate::http::server::Inbound>;
 
 /// With `--private-repos`, the one user who may read `/metrics` (as in the Go server).
 const METRICS_USER: &str = "metrics";

@@ -13,7 +13,7 @@ use crate::cli::{Config, Listen};
 use crate::handler;
 use crate::http::body::Body;
 use async_signal::{Signal, Signals};
-use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
 use smol::future::FutureExt as _;
@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 /// A read or write that makes no progress for this long fails: a client that stalls
@@ -351,49 +351,38 @@ where
 
 /// Serves one connection: requests one after another (pipelined ones in order) until the
 /// client or we close it. `writev`: the stream takes vectored writes well (a socket, not TLS).
-async fn connection<S>(mut stream: S, peer: String, server: Arc<Server>, writev: bool)
+///
+/// hyper has the connection only while a request is coming or being answered. It allocates
+/// its read and write buffers (8 KiB each) as soon as it is handed a connection and keeps
+/// them until it lets go, so a connection that has sent nothing yet, or that has been idle
+/// for [`LET_GO_AFTER`] after an answer, waits for its next byte without them (~2.6 instead
+/// of ~22 KiB each, static build; BENCHMARKS.md). A connection silent for [`HEAD_TIMEOUT`]
+/// (since it opened, or since its last answer) is closed.
+async fn connection<S>(stream: S, peer: String, server: Arc<Server>, writev: bool)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // hyper allocates its read and write buffers (8 KiB each) as soon as it is handed the
-    // connection; a connection that has sent nothing yet gets them only once its first byte
-    // arrives (within the head timeout), so connections opened and left silent cost ~2.6 KiB
-    // each instead of ~21 (static build, BENCHMARKS.md).
-    let mut first = [0u8; 1];
-    let arrived = async { Some(stream.read(&mut first).await) };
-    let timeout = async {
-        Timer::after(HEAD_TIMEOUT).await;
-        None
-    };
-    match arrived.or(timeout).await {
-        Some(Ok(1)) => {}
-        Some(Ok(_)) => return, // closed without a request
-        Some(Err(e)) => {
-            log::debug!("connection from {peer}: {e}");
-            return;
-        }
-        None => {
-            log::debug!("connection from {peer}: no request within {HEAD_TIMEOUT:?}");
-            return;
-        }
-    }
-    // Set when an answer says `Connection: close` (a refused upload whose body we never
-    // read): the connection then lingers before closing.
-    let refused_body = Arc::new(AtomicBool::new(false));
     let peer: Arc<str> = peer.into();
+    let activity = Arc::new(Activity::default());
     let service = {
-        let (server, peer, refused_body) = (server.clone(), peer.clone(), refused_body.clone());
-        hyper::service::service_fn(move |req| {
-            let (server, peer, refused_body) = (server.clone(), peer.clone(), refused_body.clone());
-            let in_flight = InFlight::new(server.clone());
-            async move {
+        let (server, peer, activity) = (server.clone(), peer.clone(), activity.clone());
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let (server, peer, activity) = (server.clone(), peer.clone(), activity.clone());
+            let in_flight = InFlight::new(server.clone(), activity.clone());
+            let req = req.map(|body| Inbound {
+                body,
+                ended: false,
+                activity: activity.clone(),
+            });
+            // Boxed: hyper can hand a connection back only if its service's futures are Unpin.
+            Box::pin(async move {
                 let mut res = handler::handle(&server.state, &peer, req).await;
                 if server.stopping.load(Ordering::Relaxed) {
                     res.headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 if res.headers().get(CONNECTION).is_some_and(|v| v == "close") {
-                    refused_body.store(true, Ordering::Relaxed);
+                    activity.refused_body.store(true, Ordering::Relaxed);
                 }
                 // In flight until the body is sent (or the connection dies).
                 Ok::<_, Infallible>(res.map(|body| Tracked {
@@ -401,7 +390,7 @@ where
                     in_flight,
                     waited: false,
                 }))
-            }
+            })
         })
     };
     let mut http = http1::Builder::new();
@@ -412,38 +401,190 @@ where
         .writev(writev)
         // A client that shuts down its sending side after a request still gets the answer.
         .half_close(true);
-    let served = http
-        .serve_connection(FuturesIo::new(IdleTimeouts::new(stream, first[0])), service)
-        .without_shutdown()
-        .await;
-    match served {
-        Ok(parts) => {
-            let stream = parts.io.into_inner();
-            if refused_body.load(Ordering::Relaxed) {
-                linger(stream).await;
-            } else {
-                close(stream).await;
+    let mut io = IdleTimeouts::new(stream, activity.clone());
+    let mut silent_since = Instant::now();
+    loop {
+        match io.wait_for_byte(silent_since + HEAD_TIMEOUT).await {
+            Ok(true) => {}
+            Ok(false) => return, // closed between requests
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                log::debug!("connection from {peer}: no request within {HEAD_TIMEOUT:?}");
+                return;
+            }
+            Err(e) => {
+                log::debug!("connection from {peer}: {e}");
+                return;
             }
         }
-        // Malformed heads were answered by hyper (400/431) before it gave up.
-        Err(e) => log::debug!("connection from {peer}: {e}"),
+        activity.new_turn();
+        let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
+        // hyper's turn ends when it is done with the connection, or when the connection has
+        // been idle for LET_GO_AFTER after an answer: then hyper is asked to let go, which it
+        // does at once when it is idle indeed.
+        let mut idle: Option<(Timer, Instant)> = None;
+        let mut asked = false;
+        let served = std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(Served::Ended(done));
+            }
+            if asked || !activity.idle() {
+                idle = None;
+                return Poll::Pending;
+            }
+            let (timer, since) =
+                idle.get_or_insert_with(|| (Timer::after(LET_GO_AFTER), Instant::now()));
+            ready!(Pin::new(timer).poll(cx));
+            let since = *since;
+            asked = true;
+            Pin::new(&mut conn).graceful_shutdown();
+            match conn.poll_without_shutdown(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Served::Idle(since)),
+                Poll::Ready(Err(e)) => Poll::Ready(Served::Ended(Err(e))),
+                // Not idle after all (cannot happen, see Activity::idle): hyper closes the
+                // connection after the answer in progress, and it is not handed on.
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match served {
+            Served::Idle(since) => {
+                let parts = conn.into_parts();
+                io = parts.io.into_inner();
+                // Bytes of the next request that hyper had read (a head not yet whole) go to
+                // the next hyper first.
+                io.replay(&parts.read_buf);
+                silent_since = since;
+                log::debug!("connection from {peer}: idle, hyper let go of it");
+            }
+            Served::Ended(Ok(())) => {
+                let stream = conn.into_parts().io.into_inner().inner;
+                if activity.refused_body.load(Ordering::Relaxed) {
+                    linger(stream).await;
+                } else {
+                    close(stream).await;
+                }
+                return;
+            }
+            // Malformed heads were answered by hyper (400/431) before it gave up.
+            Served::Ended(Err(e)) => {
+                log::debug!("connection from {peer}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A connection idle for this long after an answer is taken from hyper, which frees its
+/// buffers; its next request gets a new hyper. Long enough that a client sending requests
+/// one after another (restic during a backup) keeps its hyper.
+const LET_GO_AFTER: Duration = Duration::from_secs(1);
+
+/// How hyper's turn on a connection ended.
+enum Served {
+    /// The connection went idle after an answer and hyper let go of it; idle since then.
+    Idle(Instant),
+    /// hyper is done with it: the client closed it or asked to, an answer said
+    /// `Connection: close`, or hyper refused what arrived (and answered 400/431).
+    Ended(hyper::Result<()>),
+}
+
+/// What a connection's task knows of its requests and its I/O, to tell when hyper can let go
+/// of it: written by the service and the I/O wrapper, which hyper polls in the same task.
+#[derive(Default)]
+struct Activity {
+    /// Requests whose answer is not yet wholly sent.
+    open: AtomicUsize,
+    /// Answers sent during hyper's current turn.
+    answered: AtomicUsize,
+    /// A request body was not read to its end during this turn: hyper may still be reading
+    /// or discarding it, and the rest of it must never reach a new hyper as a request.
+    body_left: AtomicBool,
+    /// hyper's last read found nothing to read.
+    read_waiting: AtomicBool,
+    /// hyper has written since it last flushed (it flushes only with its buffer empty).
+    unflushed: AtomicBool,
+    /// An answer said `Connection: close` (a refused upload whose body we never read): the
+    /// connection then lingers before closing.
+    refused_body: AtomicBool,
+}
+
+impl Activity {
+    fn new_turn(&self) {
+        self.answered.store(0, Ordering::Relaxed);
+        self.body_left.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is between requests: it has answered a request in this turn, read every
+    /// request body to its end, has no answer in progress, has written out all it had, and
+    /// waits for bytes. In that state hyper lets go at once when asked, with no byte of the
+    /// connection left unaccounted for; in any other it would finish the exchange in
+    /// progress and close the connection.
+    fn idle(&self) -> bool {
+        self.answered.load(Ordering::Relaxed) > 0
+            && self.open.load(Ordering::Relaxed) == 0
+            && !self.body_left.load(Ordering::Relaxed)
+            && self.read_waiting.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+    }
+}
+
+/// A request body as the handler gets it: hyper's, and it tells the connection if it was
+/// dropped before its end.
+pub(crate) struct Inbound {
+    body: Incoming,
+    ended: bool,
+    activity: Arc<Activity>,
+}
+
+impl hyper::body::Body for Inbound {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<hyper::Result<Frame<Bytes>>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        if !self.ended && !hyper::body::Body::is_end_stream(&self.body) {
+            self.activity.body_left.store(true, Ordering::Relaxed);
+        }
     }
 }
 
 /// Counts a request as in flight (shutdown waits for none) from its head until its answer
-/// is sent or abandoned.
-struct InFlight(Arc<Server>);
+/// is sent or abandoned, on the server and on its connection.
+struct InFlight(Arc<Server>, Arc<Activity>);
 
 impl InFlight {
-    fn new(server: Arc<Server>) -> InFlight {
+    fn new(server: Arc<Server>, activity: Arc<Activity>) -> InFlight {
         server.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(server)
+        activity.open.fetch_add(1, Ordering::Relaxed);
+        InFlight(server, activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.1.open.fetch_sub(1, Ordering::Relaxed);
+        self.1.answered.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -546,9 +687,12 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
 /// ~120 s instead of 60.
 struct IdleTimeouts<S> {
     inner: S,
-    /// The connection's first byte, read before hyper was handed the connection; the first
-    /// read returns it.
-    first: Option<u8>,
+    /// Bytes read from the connection that hyper has not seen yet: the byte
+    /// [`IdleTimeouts::wait_for_byte`] read, or what the last hyper had read of a request
+    /// when it let go. Reads return these first.
+    replay: Bytes,
+    /// Where hyper's reads and writes stand (for [`Activity::idle`]).
+    activity: Arc<Activity>,
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
     /// Bytes written since `write_timer` was armed.
@@ -560,13 +704,22 @@ struct IdleTimeouts<S> {
 const MIN_WRITE_PROGRESS: usize = 64 * 1024;
 
 impl<S> IdleTimeouts<S> {
-    fn new(inner: S, first: u8) -> Self {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
         IdleTimeouts {
             inner,
-            first: Some(first),
+            replay: Bytes::new(),
+            activity,
             read_timer: None,
             write_timer: None,
             written_while_armed: 0,
+        }
+    }
+
+    /// Has `bytes` read before anything else (copied: they may be a piece of hyper's
+    /// buffer, which is then freed).
+    fn replay(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.replay = Bytes::copy_from_slice(bytes);
         }
     }
 
@@ -608,6 +761,30 @@ fn waiting<T>(timer: &mut Option<Timer>, cx: &mut Context<'_>) -> Poll<io::Resul
     }
 }
 
+impl<S: AsyncRead + Unpin> IdleTimeouts<S> {
+    /// Waits, until `deadline` at the latest (then `TimedOut`), for a byte to arrive unless
+    /// one is there already; false if the client closed the connection instead.
+    async fn wait_for_byte(&mut self, deadline: Instant) -> io::Result<bool> {
+        if !self.replay.is_empty() {
+            return Ok(true);
+        }
+        let mut byte = [0u8; 1];
+        let arrived = async { self.inner.read(&mut byte).await.map(Some) };
+        let timeout = async {
+            Timer::at(deadline).await;
+            Ok(None)
+        };
+        match arrived.or(timeout).await? {
+            Some(0) => Ok(false),
+            Some(_) => {
+                self.replay = Bytes::copy_from_slice(&byte);
+                Ok(true)
+            }
+            None => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -615,25 +792,35 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if let Some(byte) = this.first.take_if(|_| !buf.is_empty()) {
-            // With whatever else has arrived: hyper then parses the head as if it had read it
-            // in one go (a 1-byte read would make it grow its buffer to 16 KiB).
-            buf[0] = byte;
-            let more = match Pin::new(&mut this.inner).poll_read(cx, &mut buf[1..]) {
-                Poll::Ready(Ok(n)) => n,
-                // Nothing yet, or an error: the next read reports it again or sees the
-                // connection's end, and hyper gives up on an unfinished head either way.
-                Poll::Ready(Err(_)) | Poll::Pending => 0,
+        if !this.replay.is_empty() && !buf.is_empty() {
+            let n = this.replay.len().min(buf.len());
+            buf[..n].copy_from_slice(&this.replay[..n]);
+            this.replay = this.replay.slice(n..);
+            // With whatever else has arrived: hyper then parses the head as if it had read
+            // it in one go (after a 1-byte read it would grow its buffer to 16 KiB).
+            let more = match this.replay.is_empty() && n < buf.len() {
+                true => match Pin::new(&mut this.inner).poll_read(cx, &mut buf[n..]) {
+                    Poll::Ready(Ok(more)) => more,
+                    // Nothing yet, or an error: the next read reports it again or sees the
+                    // connection's end, and hyper gives up on an unfinished head either way.
+                    Poll::Ready(Err(_)) | Poll::Pending => 0,
+                },
+                false => 0,
             };
-            return Poll::Ready(Ok(1 + more));
+            this.activity.read_waiting.store(false, Ordering::Relaxed);
+            return Poll::Ready(Ok(n + more));
         }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             // Any byte read is progress.
             Poll::Ready(r) => {
                 this.read_timer = None;
+                this.activity.read_waiting.store(false, Ordering::Relaxed);
                 Poll::Ready(r)
             }
-            Poll::Pending => waiting(&mut this.read_timer, cx),
+            Poll::Pending => {
+                this.activity.read_waiting.store(true, Ordering::Relaxed);
+                waiting(&mut this.read_timer, cx)
+            }
         }
     }
 }
@@ -644,6 +831,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.activity.unflushed.store(true, Ordering::Relaxed);
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.written(cx, poll)
     }
@@ -653,6 +841,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.activity.unflushed.store(true, Ordering::Relaxed);
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.written(cx, poll)
     }
@@ -662,6 +851,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeouts<S> {
             // hyper flushes once it has written all it buffered: caught up.
             Poll::Ready(r) => {
                 self.disarm_write();
+                if r.is_ok() {
+                    self.activity.unflushed.store(false, Ordering::Relaxed);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => waiting(&mut self.write_timer, cx),

@@ -96,6 +96,90 @@ fn a_body_is_never_parsed_as_a_request() {
     }
 }
 
+/// How long a client here pauses: past the 1 s of silence after an answer at which the server
+/// takes an idle connection from hyper (docs/http.md, "Idle connections"). The pause is the
+/// client's behaviour under test, not a wait for the server.
+const PAUSE_PAST_LET_GO: Duration = Duration::from_millis(1500);
+
+/// The number of times the server has said it took an idle connection from hyper (`--debug`).
+fn let_go_count(s: &Server) -> usize {
+    s.log_text().matches("hyper let go of it").count()
+}
+
+#[test]
+fn a_connection_taken_from_hyper_while_idle_is_served_as_before() {
+    // Whatever arrives after hyper let go of an idle connection (its buffers freed) is served
+    // as if it had kept it: a head whose pieces straddle a pause, requests pipelined in one
+    // write, and the start of a head hyper had already read when it let go.
+    let s = Server::start(&["--no-auth", "--debug"]);
+    repo_with_config(&s);
+    let mut r = send(&s, b"GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_response(&mut r, "GET").body, b"the-config");
+    wait_until(10, "hyper let go of the idle connection", || {
+        let_go_count(&s) == 1
+    });
+
+    r.get_mut().write_all(b"GET /r/con").unwrap();
+    std::thread::sleep(PAUSE_PAST_LET_GO);
+    assert_eq!(let_go_count(&s), 1, "let go in the middle of a head");
+    r.get_mut()
+        .write_all(b"fig HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r, "GET").body, b"the-config");
+    wait_until(10, "let go again", || let_go_count(&s) == 2);
+
+    r.get_mut()
+        .write_all(
+            b"HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /r/keys/ HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /r/conf",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut r, "HEAD").status, 200);
+    assert_eq!(read_response(&mut r, "GET").body, b"[]\n");
+    // hyper had read "GET /r/conf" when it let go: the next hyper reads it first.
+    wait_until(10, "let go with a head begun", || let_go_count(&s) == 3);
+    r.get_mut()
+        .write_all(b"ig HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r, "GET").body, b"the-config");
+    assert!(closed(&mut r), "Connection: close is honoured");
+}
+
+#[test]
+fn a_body_is_never_parsed_as_a_request_even_after_a_pause() {
+    // As the audit's case above, but the body comes after a pause past the let-go: while a
+    // request is still coming, or its body is left unread (a GET with a body, answered
+    // before it arrives), the connection is never handed to a new hyper, which would take
+    // the rest of that body for a request.
+    let s = Server::start(&["--no-auth"]);
+    repo_with_config(&s);
+    let smuggled = b"DELETE /r/config HTTP/1.1\r\nHost: x\r\n\r\n";
+    let id = sha256_hex(smuggled);
+    let upload = format!(
+        "GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+         POST /r/snapshots/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 38\r\n\r\n"
+    );
+    let mut r = send(&s, upload.as_bytes());
+    assert_eq!(read_response(&mut r, "GET").status, 200);
+    std::thread::sleep(PAUSE_PAST_LET_GO);
+    r.get_mut().write_all(smuggled).unwrap();
+    assert_eq!(read_response(&mut r, "POST").status, 200);
+    assert!(still_open(&mut r), "a third answer came");
+    assert_eq!(s.get(&format!("/r/snapshots/{id}")).body, smuggled);
+
+    let unread = b"GET /r/config HTTP/1.1\r\nHost: t\r\nContent-Length: 38\r\n\r\n";
+    let mut r = send(&s, unread);
+    assert_eq!(read_response(&mut r, "GET").body, b"the-config");
+    std::thread::sleep(PAUSE_PAST_LET_GO);
+    // hyper closes such a connection (or would discard the body): never an answer to it.
+    let _ = r.get_mut().write_all(smuggled);
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(s.get("/r/config").body, b"the-config");
+}
+
 #[test]
 fn an_ambiguous_content_length_is_400_closes_and_stores_nothing() {
     let s = Server::start(&["--no-auth"]);
