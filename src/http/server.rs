@@ -12,6 +12,7 @@ use crate::app::State;
 use crate::cli::{Config, Listen};
 use crate::handler;
 use crate::http::body::Body;
+use crate::lock::Lock as _;
 use async_signal::{Signal, Signals};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
@@ -29,9 +30,9 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A read or write that makes no progress for this long fails: a client that stalls
@@ -137,6 +138,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
         state,
         in_flight: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
+        idle: IdleClock::default(),
     });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = Arc::new(Executor::new());
@@ -169,6 +171,43 @@ struct Server {
     in_flight: AtomicUsize,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
     stopping: AtomicBool,
+    /// Tells connections idle after an answer when to let hyper go.
+    idle: IdleClock,
+}
+
+/// A clock that ticks every [`LET_GO_AFTER`] and wakes the connections that were idle after
+/// an answer during the tick, so that each can tell whether it has been idle for a whole
+/// tick (then hyper lets go of it). One clock for all connections, rather than a timer
+/// armed and dropped for each answer: that cost ~10 % of the rate of small requests on a
+/// keep-alive connection (static build, bench-results/2026-12-06/README.md).
+#[derive(Default)]
+struct IdleClock {
+    ticks: AtomicU64,
+    /// Connections to wake at the next tick (each at most once per tick).
+    waiting: Mutex<Vec<Waker>>,
+}
+
+impl IdleClock {
+    fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Has `waker` woken at the next tick.
+    fn wake_at_next_tick(&self, waker: &Waker) {
+        self.waiting.locked().push(waker.clone());
+    }
+
+    /// Ticks forever (a task of the executor).
+    async fn run(&self) {
+        loop {
+            Timer::after(LET_GO_AFTER).await;
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+            let waiting = std::mem::take(&mut *self.waiting.locked());
+            for w in waiting {
+                w.wake();
+            }
+        }
+    }
 }
 
 async fn serve(
@@ -182,6 +221,8 @@ async fn serve(
     let mut signals = Signals::new([Signal::Int, Signal::Term, Signal::Hup])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listener = bind(&cfg.listen)?;
+    let clock = server.clone();
+    ex.spawn(async move { clock.idle.run().await }).detach();
 
     enum Event {
         Tcp(io::Result<(smol::net::TcpStream, std::net::SocketAddr)>),
@@ -355,8 +396,8 @@ where
 /// hyper has the connection only while a request is coming or being answered. It allocates
 /// its read and write buffers (8 KiB each) as soon as it is handed a connection and keeps
 /// them until it lets go, so a connection that has sent nothing yet, or that has been idle
-/// for [`LET_GO_AFTER`] after an answer, waits for its next byte without them (~2.6 instead
-/// of ~22 KiB each, static build; BENCHMARKS.md). A connection silent for [`HEAD_TIMEOUT`]
+/// for 0.5-1 s after an answer ([`LET_GO_AFTER`]), waits for its next byte without them
+/// (~2.6 instead of ~22 KiB each, static build; BENCHMARKS.md). A connection silent for [`HEAD_TIMEOUT`]
 /// (since it opened, or since its last answer) is closed.
 async fn connection<S>(stream: S, peer: String, server: Arc<Server>, writev: bool)
 where
@@ -419,9 +460,13 @@ where
         activity.new_turn();
         let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
         // hyper's turn ends when it is done with the connection, or when the connection has
-        // been idle for LET_GO_AFTER after an answer: then hyper is asked to let go, which it
-        // does at once when it is idle indeed.
-        let mut idle: Option<(Timer, Instant)> = None;
+        // been idle after an answer for a whole tick of the idle clock (0.5-1 s): then hyper
+        // is asked to let go, which it does at once when it is idle indeed.
+        let clock = &server.idle;
+        // When the connection turned idle: the clock's tick and the time.
+        let mut idle: Option<(u64, Instant)> = None;
+        // The tick at whose end the clock wakes this connection.
+        let mut woken_after: Option<u64> = None;
         let mut asked = false;
         let served = std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = conn.poll_without_shutdown(cx) {
@@ -431,10 +476,15 @@ where
                 idle = None;
                 return Poll::Pending;
             }
-            let (timer, since) =
-                idle.get_or_insert_with(|| (Timer::after(LET_GO_AFTER), Instant::now()));
-            ready!(Pin::new(timer).poll(cx));
-            let since = *since;
+            let tick = clock.now();
+            let (idle_tick, since) = *idle.get_or_insert_with(|| (tick, Instant::now()));
+            if tick < idle_tick + 2 {
+                if woken_after != Some(tick) {
+                    clock.wake_at_next_tick(cx.waker());
+                    woken_after = Some(tick);
+                }
+                return Poll::Pending;
+            }
             asked = true;
             Pin::new(&mut conn).graceful_shutdown();
             match conn.poll_without_shutdown(cx) {
@@ -474,10 +524,12 @@ where
     }
 }
 
-/// A connection idle for this long after an answer is taken from hyper, which frees its
-/// buffers; its next request gets a new hyper. Long enough that a client sending requests
-/// one after another (restic during a backup) keeps its hyper.
-const LET_GO_AFTER: Duration = Duration::from_secs(1);
+/// The tick of the idle clock: a connection idle after an answer for a whole tick (so for
+/// 0.5-1 s) is taken from hyper, which frees its buffers; its next request gets a new hyper.
+/// Long enough that a client sending requests one after another (restic during a backup)
+/// keeps its hyper; short enough that a burst of connections left idle does not hold their
+/// buffers all at once (5000 at 1-2 s: 46 MiB, at 0.5-1 s: 36 MiB; BENCHMARKS.md).
+const LET_GO_AFTER: Duration = Duration::from_millis(500);
 
 /// How hyper's turn on a connection ended.
 enum Served {

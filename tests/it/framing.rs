@@ -96,8 +96,8 @@ fn a_body_is_never_parsed_as_a_request() {
     }
 }
 
-/// How long a client here pauses: past the 1 s of silence after an answer at which the server
-/// takes an idle connection from hyper (docs/http.md, "Idle connections"). The pause is the
+/// How long a client here pauses: past the 0.5-1 s of silence after an answer at which the
+/// server takes an idle connection from hyper (docs/http.md, "Idle connections"). The pause is the
 /// client's behaviour under test, not a wait for the server.
 const PAUSE_PAST_LET_GO: Duration = Duration::from_millis(1500);
 
