@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 /// (and its upload cleaned up).
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A request head must arrive whole within this long after its first byte (slowloris).
+/// A request head must arrive whole within this long (slowloris): the first of a connection
+/// after it opens, each next one after the previous answer (docs/http.md).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest request head (request line and headers) we read: 431 beyond. restic's heads
@@ -423,7 +424,7 @@ where
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 if res.headers().get(CONNECTION).is_some_and(|v| v == "close") {
-                    activity.refused_body.store(true, Ordering::Relaxed);
+                    activity.linger.store(true, Ordering::Relaxed);
                 }
                 // In flight until the body is sent (or the connection dies).
                 Ok::<_, Infallible>(res.map(|body| Tracked {
@@ -458,6 +459,10 @@ where
             }
         }
         activity.new_turn();
+        // The head that follows must be whole by the same deadline: a new hyper would give
+        // it 30 s of its own, and a client could stretch its head to nearly a minute by
+        // sending its first byte late.
+        io.new_turn(silent_since + HEAD_TIMEOUT);
         let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
         // hyper's turn ends when it is done with the connection, or when the connection has
         // been idle after an answer for a whole tick of the idle clock (0.5-1 s): then hyper
@@ -465,7 +470,7 @@ where
         let clock = &server.idle;
         // When the connection turned idle: the clock's tick and the time.
         let mut idle: Option<(u64, Instant)> = None;
-        // The tick at whose end the clock wakes this connection.
+        // The tick during which the clock was last asked to wake this connection (at its end).
         let mut woken_after: Option<u64> = None;
         let mut asked = false;
         let served = std::future::poll_fn(|cx| {
@@ -502,13 +507,13 @@ where
                 io = parts.io.into_inner();
                 // Bytes of the next request that hyper had read (a head not yet whole) go to
                 // the next hyper first.
-                io.replay(&parts.read_buf);
+                io.unread(&parts.read_buf);
                 silent_since = since;
                 log::debug!("connection from {peer}: idle, hyper let go of it");
             }
             Served::Ended(Ok(())) => {
                 let stream = conn.into_parts().io.into_inner().inner;
-                if activity.refused_body.load(Ordering::Relaxed) {
+                if activity.linger.load(Ordering::Relaxed) {
                     linger(stream).await;
                 } else {
                     close(stream).await;
@@ -555,15 +560,21 @@ struct Activity {
     read_waiting: AtomicBool,
     /// hyper has written since it last flushed (it flushes only with its buffer empty).
     unflushed: AtomicBool,
-    /// An answer said `Connection: close` (a refused upload whose body we never read): the
-    /// connection then lingers before closing.
-    refused_body: AtomicBool,
+    /// An answer said `Connection: close` (a refused upload whose body we never read, or
+    /// shutdown): the connection then reads what the client still sends for a while before
+    /// closing, so the answer is not lost to a reset.
+    linger: AtomicBool,
 }
 
 impl Activity {
     fn new_turn(&self) {
         self.answered.store(0, Ordering::Relaxed);
         self.body_left.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is still reading the first request head of its turn.
+    fn first_head(&self) -> bool {
+        self.answered.load(Ordering::Relaxed) == 0 && self.open.load(Ordering::Relaxed) == 0
     }
 
     /// Whether hyper is between requests: it has answered a request in this turn, read every
@@ -745,6 +756,10 @@ struct IdleTimeouts<S> {
     replay: Bytes,
     /// Where hyper's reads and writes stand (for [`Activity::idle`]).
     activity: Arc<Activity>,
+    /// When the first request head of hyper's turn must be whole.
+    head_deadline: Option<Instant>,
+    /// Armed while a read waits: at `head_deadline` for the first head of a turn, else
+    /// [`IO_TIMEOUT`] from when the read started waiting.
     read_timer: Option<Timer>,
     write_timer: Option<Timer>,
     /// Bytes written since `write_timer` was armed.
@@ -761,15 +776,23 @@ impl<S> IdleTimeouts<S> {
             inner,
             replay: Bytes::new(),
             activity,
+            head_deadline: None,
             read_timer: None,
             write_timer: None,
             written_while_armed: 0,
         }
     }
 
+    /// Starts hyper's turn: its first head must be whole by `head_deadline`. A read timer
+    /// armed in an earlier turn (or a wait between turns) is gone.
+    fn new_turn(&mut self, head_deadline: Instant) {
+        self.head_deadline = Some(head_deadline);
+        self.read_timer = None;
+    }
+
     /// Has `bytes` read before anything else (copied: they may be a piece of hyper's
     /// buffer, which is then freed).
-    fn replay(&mut self, bytes: &[u8]) {
+    fn unread(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.replay = Bytes::copy_from_slice(bytes);
         }
@@ -803,7 +826,17 @@ impl<S> IdleTimeouts<S> {
 /// A poll that is waiting: arms the inactivity timer (once), and fails with `TimedOut` when
 /// it fires.
 fn waiting<T>(timer: &mut Option<Timer>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-    let t = timer.get_or_insert_with(|| Timer::after(IO_TIMEOUT));
+    waiting_until(timer, cx, || Instant::now() + IO_TIMEOUT)
+}
+
+/// A poll that is waiting: arms the timer (once) at `deadline`, and fails with `TimedOut`
+/// when it fires.
+fn waiting_until<T>(
+    timer: &mut Option<Timer>,
+    cx: &mut Context<'_>,
+    deadline: impl FnOnce() -> Instant,
+) -> Poll<io::Result<T>> {
+    let t = timer.get_or_insert_with(|| Timer::at(deadline()));
     match Pin::new(t).poll(cx) {
         Poll::Ready(_) => {
             *timer = None;
@@ -859,6 +892,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
                 },
                 false => 0,
             };
+            this.read_timer = None;
             this.activity.read_waiting.store(false, Ordering::Relaxed);
             return Poll::Ready(Ok(n + more));
         }
@@ -871,7 +905,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeouts<S> {
             }
             Poll::Pending => {
                 this.activity.read_waiting.store(true, Ordering::Relaxed);
-                waiting(&mut this.read_timer, cx)
+                match this.head_deadline {
+                    Some(d) if this.activity.first_head() => {
+                        waiting_until(&mut this.read_timer, cx, || d)
+                    }
+                    _ => waiting(&mut this.read_timer, cx),
+                }
             }
         }
     }

@@ -121,3 +121,68 @@ fn a_connection_that_never_sends_a_byte_is_closed_after_the_head_timeout() {
     }
     assert_eq!(read_response(&mut c, "GET").status, 404);
 }
+
+#[test]
+fn a_connection_handed_between_hypers_keeps_fresh_timeouts_for_a_minute_and_more() {
+    // hyper lets go of a connection idle for 0.5-1 s after an answer and a new one takes
+    // it with the next request (docs/http.md, "Idle connections"). A read timer armed in one
+    // turn must not carry over: here the requests come 25 s apart, whole, for over a minute,
+    // then an upload whose body follows its head after a 3 s pause must still be stored
+    // (a carried-over 60 s timer cut it off with 400).
+    let s = Server::start(&["--debug"]);
+    s.create_repo("r");
+    let mut c = std::io::BufReader::new(s.connect());
+    let start = Instant::now();
+    for _ in 0..3 {
+        let r = exchange(
+            &mut c,
+            b"HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n",
+            "HEAD",
+        );
+        assert_eq!(r.status, 404);
+        // The client's pause, within the 30 s an idle connection is kept.
+        std::thread::sleep(Duration::from_secs(25));
+    }
+    assert!(start.elapsed() > Duration::from_secs(60));
+    let body = random_bytes(1000, 7);
+    let id = sha256_hex(&body);
+    c.get_mut()
+        .write_all(post_head(&format!("/r/data/{id}"), body.len()).as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    c.get_mut().write_all(&body).unwrap();
+    assert_eq!(read_response(&mut c, "POST").status, 200);
+    assert_eq!(s.get(&format!("/r/data/{id}")).body, body);
+}
+
+#[test]
+fn a_head_begun_after_an_idle_pause_must_be_whole_30_s_after_the_answer() {
+    // The head timeout counts from the end of the previous answer, also when hyper let go of
+    // the idle connection meanwhile and a new one reads the head: a first byte sent late
+    // buys no extra time (it would have bought a new 30 s: closed at ~50 s here).
+    let s = Server::start(&["--debug"]);
+    s.create_repo("r");
+    let mut c = std::io::BufReader::new(s.connect());
+    let r = exchange(
+        &mut c,
+        b"HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n",
+        "HEAD",
+    );
+    assert_eq!(r.status, 404);
+    let answered = Instant::now();
+    s.wait_log("hyper let go of it", 10);
+    std::thread::sleep(Duration::from_secs(20));
+    c.get_mut().write_all(b"GET /r/con").unwrap();
+    c.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("closed by the server, not timed out");
+    let after = answered.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        after >= Duration::from_secs(29) && after < Duration::from_secs(40),
+        "closed {after:?} after the answer, not at the 30 s head timeout"
+    );
+}
