@@ -17,6 +17,7 @@ use async_signal::{Signal, Signals};
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{CONNECTION, HeaderValue};
 use hyper::server::conn::http1;
+use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::net::TcpListener;
@@ -139,7 +140,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
         state,
         in_flight: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
-        idle: IdleClock::default(),
+        idle: IdleClock::new(),
     });
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ex = Arc::new(Executor::new());
@@ -180,27 +181,46 @@ struct Server {
 /// an answer during the tick, so that each can tell whether it has been idle for a whole
 /// tick (then hyper lets go of it). One clock for all connections, rather than a timer
 /// armed and dropped for each answer: that cost ~10 % of the rate of small requests on a
-/// keep-alive connection (static build, bench-results/2026-12-06/README.md).
-#[derive(Default)]
+/// keep-alive connection (static build, bench-results/2026-12-06/README.md). It sleeps while
+/// no connection waits for it, so an idle server is not woken twice a second.
 struct IdleClock {
     ticks: AtomicU64,
     /// Connections to wake at the next tick (each at most once per tick).
     waiting: Mutex<Vec<Waker>>,
+    /// Wakes the sleeping clock when a connection starts waiting for it.
+    nudge: (Sender<()>, Receiver<()>),
 }
 
 impl IdleClock {
+    fn new() -> IdleClock {
+        IdleClock {
+            ticks: AtomicU64::new(0),
+            waiting: Mutex::new(Vec::new()),
+            nudge: smol::channel::bounded(1),
+        }
+    }
+
     fn now(&self) -> u64 {
         self.ticks.load(Ordering::Relaxed)
     }
 
     /// Has `waker` woken at the next tick.
     fn wake_at_next_tick(&self, waker: &Waker) {
-        self.waiting.locked().push(waker.clone());
+        let mut waiting = self.waiting.locked();
+        if waiting.is_empty() {
+            // Full if a nudge is pending already: one is enough.
+            let _ = self.nudge.0.try_send(());
+        }
+        waiting.push(waker.clone());
     }
 
-    /// Ticks forever (a task of the executor).
+    /// Ticks while connections wait for it (a task of the executor, for ever).
     async fn run(&self) {
         loop {
+            if self.waiting.locked().is_empty() {
+                // A nudge sent meanwhile is in the channel: no wake-up is missed.
+                let _ = self.nudge.1.recv().await;
+            }
             Timer::after(LET_GO_AFTER).await;
             self.ticks.fetch_add(1, Ordering::Relaxed);
             let waiting = std::mem::take(&mut *self.waiting.locked());
