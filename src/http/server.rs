@@ -49,10 +49,13 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// are a few hundred bytes; 16 KiB leaves room for long proxy headers.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// hyper's read buffer grows up to this: the largest piece of a body read at once (as the
-/// 128 KiB reads of the async-h1 build: 64 KiB doubled the recvfrom calls of an upload), and
-/// what one connection can make us buffer. Heads are limited to `MAX_HEAD` long before.
-const MAX_BUFFER: usize = 128 * 1024;
+/// hyper's read buffer grows up to this: the largest piece of a body read at once, and what
+/// one connection can make us buffer. Heads are limited to `MAX_HEAD` long before. 64 KiB
+/// rather than 128: the same server CPU per GiB uploaded (twice the reads, but half the
+/// buffer smol-hyper zeroes before each, and smaller overshoots of the 128 KiB upload
+/// chunks), and 2 MiB less peak RSS with 8 uploads (8.49 -> 6.49 MiB, static build;
+/// bench-results/2026-12-06/README.md).
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// On SIGINT/SIGTERM, requests in flight get this long to finish before we exit anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
