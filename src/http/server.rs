@@ -142,6 +142,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
     let server = Arc::new(Server {
         state,
         in_flight: AtomicUsize::new(0),
+        with_hyper: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         idle: IdleClock::new(),
     });
@@ -174,6 +175,8 @@ struct Server {
     state: Arc<State>,
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     in_flight: AtomicUsize,
+    /// Connections hyper has (with its buffers) at the moment.
+    with_hyper: AtomicUsize,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
     stopping: AtomicBool,
     /// Tells connections idle after an answer when to let hyper go.
@@ -486,6 +489,7 @@ where
         // it 30 s of its own, and a client could stretch its head to nearly a minute by
         // sending its first byte late.
         io.new_turn(silent_since + HEAD_TIMEOUT);
+        let turn = HyperTurn::new(&server.with_hyper);
         let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
         // hyper's turn ends when it is done with the connection, or when the connection has
         // been idle after an answer for a whole tick of the idle clock (0.5-1 s): then hyper
@@ -506,7 +510,8 @@ where
             }
             let tick = clock.now();
             let (idle_tick, since) = *idle.get_or_insert_with(|| (tick, Instant::now()));
-            if tick < idle_tick + 2 {
+            let crowded = server.with_hyper.load(Ordering::Relaxed) > CROWDED;
+            if tick < idle_tick + 2 && !crowded {
                 if woken_after != Some(tick) {
                     clock.wake_at_next_tick(cx.waker());
                     woken_after = Some(tick);
@@ -524,9 +529,10 @@ where
             }
         })
         .await;
+        let parts = conn.into_parts();
+        drop(turn);
         match served {
             Served::Idle(since) => {
-                let parts = conn.into_parts();
                 io = parts.io.into_inner();
                 // Bytes of the next request that hyper had read (a head not yet whole) go to
                 // the next hyper first.
@@ -535,7 +541,7 @@ where
                 log::debug!("connection from {peer}: idle, hyper let go of it");
             }
             Served::Ended(Ok(())) => {
-                let stream = conn.into_parts().io.into_inner().inner;
+                let stream = parts.io.into_inner().inner;
                 if activity.linger.load(Ordering::Relaxed) {
                     linger(stream).await;
                 } else {
@@ -549,6 +555,29 @@ where
                 return;
             }
         }
+    }
+}
+
+/// Beyond this many connections holding hyper's buffers at once, one that turns idle after
+/// an answer lets go at once rather than after a tick of the idle clock: a burst of
+/// connections (5000 opened and left idle after one request each) then holds few buffers
+/// at any time, while the few connections of ordinary clients (restic opens about 5) keep
+/// their hyper between requests.
+const CROWDED: usize = 64;
+
+/// Counts a connection as held by hyper while it exists (RAII).
+struct HyperTurn<'a>(&'a AtomicUsize);
+
+impl<'a> HyperTurn<'a> {
+    fn new(count: &'a AtomicUsize) -> HyperTurn<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        HyperTurn(count)
+    }
+}
+
+impl Drop for HyperTurn<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

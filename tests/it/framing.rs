@@ -147,6 +147,36 @@ fn a_connection_taken_from_hyper_while_idle_is_served_as_before() {
 }
 
 #[test]
+fn many_connections_idle_at_once_let_hyper_go_and_are_served_as_before() {
+    // Beyond 64 connections holding hyper's buffers, one that turns idle lets go at once
+    // (docs/http.md, "Idle connections"); each is then served as if it had kept its hyper.
+    let s = Server::start(&["--no-auth", "--debug"]);
+    repo_with_config(&s);
+    let mut conns: Vec<_> = (0..80).map(|_| BufReader::new(s.connect())).collect();
+    for c in &mut conns {
+        c.get_mut()
+            .write_all(b"GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+    }
+    for c in &mut conns {
+        assert_eq!(read_response(c, "GET").body, b"the-config");
+    }
+    wait_until(10, "every idle connection let go", || {
+        let_go_count(&s) >= 80
+    });
+    for (i, c) in conns.iter_mut().enumerate() {
+        let close = if i % 2 == 0 {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        let raw = format!("GET /r/config HTTP/1.1\r\nHost: t\r\n{close}\r\n");
+        c.get_mut().write_all(raw.as_bytes()).unwrap();
+        assert_eq!(read_response(c, "GET").body, b"the-config");
+    }
+}
+
+#[test]
 fn a_body_is_never_parsed_as_a_request_even_after_a_pause() {
     // As the audit's case above, but the body comes after a pause past the let-go: while a
     // request is still coming, or its body is left unread (a GET with a body, answered
