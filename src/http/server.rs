@@ -423,9 +423,10 @@ where
 /// hyper has the connection only while a request is coming or being answered. It allocates
 /// its read and write buffers (8 KiB each) as soon as it is handed a connection and keeps
 /// them until it lets go, so a connection that has sent nothing yet, or that has been idle
-/// for 0.5-1 s after an answer ([`LET_GO_AFTER`]), waits for its next byte without them
-/// (~2.6 instead of ~22 KiB each, static build; BENCHMARKS.md). A connection silent for [`HEAD_TIMEOUT`]
-/// (since it opened, or since its last answer) is closed.
+/// for 0.5-1 s after an answer ([`LET_GO_AFTER`]; at once when [`CROWDED`]), waits for its
+/// next byte without them (~2.6 instead of ~22 KiB each, static build; BENCHMARKS.md). A
+/// connection silent for [`HEAD_TIMEOUT`] (since it opened, or since its last answer) is
+/// closed.
 async fn connection<S>(stream: S, peer: String, server: Arc<Server>, writev: bool)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -492,8 +493,9 @@ where
         let turn = HyperTurn::new(&server.with_hyper);
         let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
         // hyper's turn ends when it is done with the connection, or when the connection has
-        // been idle after an answer for a whole tick of the idle clock (0.5-1 s): then hyper
-        // is asked to let go, which it does at once when it is idle indeed.
+        // been idle after an answer for a whole tick of the idle clock (0.5-1 s), or at all
+        // while more than CROWDED connections hold hyper: then hyper is asked to let go,
+        // which it does at once when it is idle indeed.
         let clock = &server.idle;
         // When the connection turned idle: the clock's tick and the time.
         let mut idle: Option<(u64, Instant)> = None;
