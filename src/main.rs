@@ -12,6 +12,7 @@ mod app;
 mod auth;
 mod cli;
 mod cmd;
+mod counted;
 mod error;
 mod handler;
 mod http;

@@ -10,6 +10,7 @@
 
 use crate::app::State;
 use crate::cli::{Config, Listen};
+use crate::counted::Counted;
 use crate::handler;
 use crate::http::body::Body;
 use crate::lock::Lock as _;
@@ -142,7 +143,7 @@ pub(crate) fn run(cfg: &Config, state: Arc<State>, tls: Option<Arc<Tls>>) -> Res
     let server = Arc::new(Server {
         state,
         in_flight: AtomicUsize::new(0),
-        with_hyper: AtomicUsize::new(0),
+        with_hyper: Arc::default(),
         stopping: AtomicBool::new(false),
         idle: IdleClock::new(),
     });
@@ -176,7 +177,7 @@ struct Server {
     /// Requests between "head parsed" and "response written"; shutdown waits for zero.
     in_flight: AtomicUsize,
     /// Connections hyper has (with its buffers) at the moment.
-    with_hyper: AtomicUsize,
+    with_hyper: Arc<AtomicUsize>,
     /// Set on SIGINT/SIGTERM: answers carry `Connection: close`.
     stopping: AtomicBool,
     /// Tells connections idle after an answer when to let hyper go.
@@ -283,7 +284,7 @@ async fn serve(
                 if let Some(tls) = &tls
                     && let Some(fingerprint) = tls.reload()
                 {
-                    *crate::lock::Lock::locked(&server.state.tls_fingerprint) = Some(fingerprint);
+                    *server.state.tls_fingerprint.locked() = Some(fingerprint);
                 }
             }
             Event::Signal(Some(Ok(sig))) => {
@@ -490,7 +491,7 @@ where
         // it 30 s of its own, and a client could stretch its head to nearly a minute by
         // sending its first byte late.
         io.new_turn(silent_since + HEAD_TIMEOUT);
-        let turn = HyperTurn::new(&server.with_hyper);
+        let turn = Counted::new(server.with_hyper.clone());
         let mut conn = http.serve_connection(FuturesIo::new(io), service.clone());
         // hyper's turn ends when it is done with the connection, or when the connection has
         // been idle after an answer for a whole tick of the idle clock (0.5-1 s), or at all
@@ -567,27 +568,12 @@ where
 /// their hyper between requests.
 const CROWDED: usize = 64;
 
-/// Counts a connection as held by hyper while it exists (RAII).
-struct HyperTurn<'a>(&'a AtomicUsize);
-
-impl<'a> HyperTurn<'a> {
-    fn new(count: &'a AtomicUsize) -> HyperTurn<'a> {
-        count.fetch_add(1, Ordering::Relaxed);
-        HyperTurn(count)
-    }
-}
-
-impl Drop for HyperTurn<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The tick of the idle clock: a connection idle after an answer for a whole tick (so for
 /// 0.5-1 s) is taken from hyper, which frees its buffers; its next request gets a new hyper.
 /// Long enough that a client sending requests one after another (restic during a backup)
-/// keeps its hyper; short enough that a burst of connections left idle does not hold their
-/// buffers all at once (5000 at 1-2 s: 46 MiB, at 0.5-1 s: 36 MiB; BENCHMARKS.md).
+/// keeps its hyper; short enough that connections left idle do not hold their buffers for
+/// long (5000 idle connections: 46 MiB at 1-2 s, 36 MiB at 0.5-1 s, before [`CROWDED`];
+/// bench-results/2026-12-06/README.md).
 const LET_GO_AFTER: Duration = Duration::from_millis(500);
 
 /// How hyper's turn on a connection ended.

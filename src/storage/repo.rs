@@ -39,7 +39,7 @@ pub(crate) struct Repos {
     /// Serialises check-then-rename where hard links are missing, so two uploads of one id
     /// cannot both see "absent" and replace each other.
     rename_lock: Arc<Mutex<()>>,
-    /// Uploads being written now (storage/upload.rs `OpenUpload`).
+    /// Uploads being written now (storage/upload.rs `TempObject`).
     uploads_open: Arc<AtomicUsize>,
 }
 

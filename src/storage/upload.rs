@@ -16,6 +16,7 @@
 //! (docs/protocol.md, "Uploads"). Which status a failure gets is decided in `error.rs`, not
 //! here.
 
+use crate::counted::Counted;
 use crate::error::Error;
 use crate::lock::Lock as _;
 use crate::modes::{self, make_dir};
@@ -29,8 +30,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
@@ -109,29 +109,14 @@ impl Drop for TempPath {
 /// An upload in progress: a temp file next to the target.
 pub(crate) struct TempObject {
     temp: TempPath,
-    /// Counts this upload as being written while it exists (`Repos::uploads_open`).
-    _open: OpenUpload,
+    /// Counts this upload as being written, from its temp file's creation until it is
+    /// committed or dropped (`Repos::uploads_open`): the background scrub pauses while any
+    /// is (storage/scrub.rs).
+    _open: Counted,
     /// `None` only while a blocking task has it.
     file: Option<File>,
     target: PathBuf,
     hash: bool,
-}
-
-/// One upload being written, counted from its temp file's creation until it is committed or
-/// dropped: the background scrub pauses while any is (storage/scrub.rs).
-struct OpenUpload(Arc<AtomicUsize>);
-
-impl OpenUpload {
-    fn new(count: Arc<AtomicUsize>) -> OpenUpload {
-        count.fetch_add(1, Ordering::Relaxed);
-        OpenUpload(count)
-    }
-}
-
-impl Drop for OpenUpload {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Replaces `target` with `bytes` crash-safely: a temp file beside it (the same O_EXCL
@@ -198,7 +183,7 @@ impl TempObject {
         })
         .await?;
         Ok(TempObject {
-            _open: OpenUpload::new(repos.uploads_open_counter()),
+            _open: Counted::new(repos.uploads_open_counter()),
             temp: created.1,
             file: Some(created.0),
             target,
