@@ -10,6 +10,12 @@
 //! that stream. The variable is inherited by children whose stderr may be something else (a
 //! shell started from the service, a redirect to a file), so it counts only if it names what
 //! file descriptor 2 really is.
+//!
+//! Every line stays one line, whatever it quotes: control characters in a message (a newline
+//! in a repository name from a request, in a path, in an error) are written as `\x0a` and so
+//! on, by the logger itself, so that no log call can forget it ([`OneLine`]). Fields that come
+//! from requests are also escaped where they are logged (`accesslog::escape`: quotes and
+//! backslashes too), which this does not undo.
 
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
@@ -24,15 +30,61 @@ pub(crate) fn to_journal() -> bool {
 pub(crate) fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
     let libraries = level.min(log::LevelFilter::Info);
     if to_journal() {
-        log::set_boxed_logger(Box::new(Journal { level, libraries }))?;
-        log::set_max_level(level);
-        Ok(())
+        log::set_boxed_logger(Box::new(OneLine(Journal { level, libraries })))?;
     } else {
-        simple_logger::SimpleLogger::new()
+        let stderr = simple_logger::SimpleLogger::new()
             .with_level(libraries)
-            .with_module_level("rest_server", level)
-            .init()
+            .with_module_level("rest_server", level);
+        log::set_boxed_logger(Box::new(OneLine(stderr)))?;
     }
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Hands `L` each message with its control characters escaped (see the module doc).
+struct OneLine<L>(L);
+
+impl<L: log::Log> log::Log for OneLine<L> {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.0.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let message = one_line(&message);
+        self.0.log(
+            &log::Record::builder()
+                .metadata(record.metadata().clone())
+                .args(format_args!("{message}"))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
+}
+
+/// `message` with each control character written as `\xNN`.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            // Control characters (Unicode's Cc) all lie below U+00A0: two hex digits.
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Whether `journal_stream` (the value of `JOURNAL_STREAM`) is the device and inode of fd 2.
@@ -92,6 +144,16 @@ impl log::Log for Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_stays_one_line() {
+        assert_eq!(one_line("plain /r \"q\" \\ é"), "plain /r \"q\" \\ é");
+        assert_eq!(
+            one_line("created repository /x\n2026-12-07T00:00:00Z ERROR forged\r\t\u{1b}[31m"),
+            "created repository /x\\x0a2026-12-07T00:00:00Z ERROR forged\\x0d\\x09\\x1b[31m"
+        );
+        assert_eq!(one_line("a\u{85}b\u{7f}"), "a\\x85b\\x7f");
+    }
 
     #[test]
     fn journal_stream_must_name_stderr() {

@@ -112,10 +112,18 @@ impl SocketFile {
 }
 
 /// Whether `path` is a socket nothing listens on (a connect to it fails): one left behind by
-/// a crash. A socket that answers is another server's: an error.
+/// a crash. A socket that answers is another server's, and anything else there is not ours
+/// to remove: errors.
 fn stale_socket(path: &Path) -> Result<bool, String> {
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        return Ok(false);
+    match std::fs::symlink_metadata(path) {
+        Err(_) => return Ok(false),
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(format!(
+                "cannot listen on unix:{}: something that is not a socket is in its place",
+                path.display()
+            ));
+        }
+        Ok(_) => {}
     }
     match std::os::unix::net::UnixStream::connect(path) {
         Ok(_) => Err(format!(

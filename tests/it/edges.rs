@@ -55,15 +55,14 @@ fn a_listing_over_a_file_where_a_data_directory_belongs_stays_valid_json() {
     let dir = s.data.join(format!("r/data/{odd}"));
     std::fs::remove_dir(&dir).unwrap();
     std::fs::write(&dir, b"not a directory").unwrap();
-    for accept in ["application/vnd.x.restic.rest.v2", "*/*"] {
+    // The whole answer, exactly: the one object, in a complete JSON array.
+    let v2 = format!("[{{\"name\":\"{id}\",\"size\":{}}}]", body.len());
+    let v1 = format!("[\"{id}\"]");
+    for (accept, want) in [("application/vnd.x.restic.rest.v2", v2), ("*/*", v1)] {
         let r = s.req("GET", "/r/data/").header("Accept", accept).send();
         assert_eq!(r.status, 200);
-        let text = r.text();
-        assert!(
-            text.starts_with('[') && text.trim_end().ends_with(']'),
-            "{text}"
-        );
-        assert!(text.contains(&id), "{text}");
+        let text: String = r.text().split_whitespace().collect();
+        assert_eq!(text, want, "{accept}");
     }
     s.wait_log("is not a directory: skipped", 10);
 }
@@ -71,17 +70,45 @@ fn a_listing_over_a_file_where_a_data_directory_belongs_stays_valid_json() {
 #[test]
 fn a_repository_name_cannot_forge_a_log_line() {
     // A name with an encoded newline wrote a line of its own into the log (the Go server too).
-    let s = Server::start(&[]);
+    // Every line that names the repository stays one line: the request lines of --debug, the
+    // creation, the stored object, and a warning that quotes a path on disk (which once went
+    // out unescaped: the logger itself now escapes control characters in every message).
+    let s = Server::start(&["--debug"]);
     let forged = "x%0a2026-12-06T00:00:00Z%20ERROR%20[rest_server]%20forged";
     let r = s.post(&format!("/{forged}/?create=true"), b"");
     assert_eq!(r.status, 200);
-    s.wait_log("created repository", 10);
+    let body = b"pack";
+    let id = sha256_hex(body);
+    assert_eq!(s.post(&format!("/{forged}/data/{id}"), body).status, 200);
+    let odd = if id.starts_with("00") { "01" } else { "00" };
+    let on_disk = s
+        .data
+        .join("x\n2026-12-06T00:00:00Z ERROR [rest_server] forged")
+        .join(format!("data/{odd}"));
+    std::fs::remove_dir(&on_disk).unwrap();
+    std::fs::write(&on_disk, b"").unwrap();
+    assert_eq!(s.get(&format!("/{forged}/data/")).status, 200);
+    s.wait_log("is not a directory: skipped", 10);
+    s.wait_log("stored 4 bytes", 10);
+    // Request lines quote the target as sent (still percent-encoded); the others the name.
     let log = s.log_text();
+    let one_line = |l: &str| l.contains("\\x0a2026-12-06") || l.contains("/x%0a2026-12-06");
     assert!(
-        !log.lines().any(|l| l.starts_with("2026-12-06T00:00:00Z")),
-        "{log}"
+        !log.lines().any(|l| l.contains("forged") && !one_line(l)),
+        "a line names the repository without escaping it:\n{log}"
     );
-    assert!(log.contains("\\x0a2026-12-06"), "{log}");
+    for said in [
+        "created repository",
+        "stored 4 bytes",
+        "is not a directory",
+        "POST /x",
+        "GET /x",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains(said) && one_line(l)),
+            "no line with {said:?} and the name:\n{log}"
+        );
+    }
 }
 
 #[test]
@@ -118,4 +145,34 @@ fn a_live_unix_socket_is_never_taken_over() {
     );
     assert_eq!(ask(&sock), 404, "the second server still answers");
     drop(second);
+}
+
+#[test]
+fn a_stale_unix_socket_is_replaced_but_nothing_else_is() {
+    // A socket file nothing listens on (a crash left it): the next server takes its name.
+    let dir = TempDir::new("unix-stale");
+    let sock = dir.path().join("s.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists(), "the dead socket stays behind");
+    let listen = format!("--listen=unix:{}", sock.display());
+    let mut s = Server::start_in(dir, &["--no-auth", &listen]);
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.write_all(b"GET /config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut BufReader::new(c), "GET").status, 404);
+    s.signal("TERM");
+    assert!(s.wait_exit(20).success());
+    assert!(!sock.exists(), "a server removes its own socket when it stops");
+    // A file that is not a socket is never removed to make room: a configuration error,
+    // told before anything is written.
+    let dir = TempDir::new("unix-file");
+    let file = dir.path().join("s.sock");
+    std::fs::write(&file, b"keep me").unwrap();
+    let path = dir.path().join("data");
+    let listen = format!("--listen=unix:{}", file.display());
+    let (code, _, err) = run_cli(&["--no-auth", &listen, "--path", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
