@@ -110,6 +110,16 @@ fn closed_by_the_head_timeout(c: &mut std::net::TcpStream) {
 }
 
 #[test]
+fn a_head_that_never_ends_is_closed_after_the_head_timeout() {
+    // Slowloris: a head begun and never finished gets no answer and is closed once the 30 s
+    // head timeout is up (docs/http.md, "Timeouts and closing").
+    let s = Server::start(&[]);
+    let mut c = s.connect();
+    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n").unwrap();
+    closed_by_the_head_timeout(&mut c);
+}
+
+#[test]
 fn a_connection_that_never_sends_a_byte_is_closed_after_the_head_timeout() {
     // It waits for its first byte without hyper's buffers (docs/http.md), but not forever.
     let s = Server::start(&[]);
