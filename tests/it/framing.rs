@@ -619,3 +619,156 @@ fn framing_battery_split_at_every_byte_answers_once_and_stores_only_framed_bodie
     assert!(s.files_named("rest-server-temp").is_empty());
     assert_eq!(s.get("/r/config").body, b"the-config");
 }
+
+/// Every answer's status in a connection's whole output, 1xx included: the status line of
+/// each answer (bodies here are short texts and listings that never hold one).
+fn statuses(out: &[u8]) -> Vec<u16> {
+    let mut got = Vec::new();
+    for (i, _) in out.iter().enumerate() {
+        let line = &out[i..];
+        if (i == 0 || out[i - 1] == b'\n')
+            && line.len() >= 12
+            && line.starts_with(b"HTTP/1.")
+            && line[8] == b' '
+            && let Ok(code) = std::str::from_utf8(&line[9..12]).unwrap_or("").parse()
+        {
+            got.push(code);
+        }
+    }
+    got
+}
+
+/// `parts` on a new connection (a pause between them, so that the server reads them
+/// apart), then our side ended; the connection's whole output, once the server closed it.
+fn output(s: &Server, parts: &[&[u8]]) -> Vec<u8> {
+    let mut c = s.connect();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        if c.write_all(p).is_err() {
+            break;
+        }
+    }
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    if let Err(e) = c.read_to_end(&mut out) {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "no end 10 s after {:?}",
+            String::from_utf8_lossy(&parts.concat())
+        );
+    }
+    out
+}
+
+/// The files under a server's data directory with their contents (temp files left out: an
+/// aborted upload's is removed as its connection ends, which may be just after our read).
+fn stored(s: &Server) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    walk(&s.data, &mut |p| {
+        let name = p.strip_prefix(&s.data).unwrap().to_string_lossy().into_owned();
+        if !name.contains("rest-server-temp") {
+            files.insert(name, std::fs::read(p).unwrap_or_default());
+        }
+    });
+    files
+}
+
+#[test]
+fn mutated_requests_get_the_same_answers_and_store_the_same_however_they_are_split() {
+    // The framing battery above, seeded and mutated: valid requests, the battery's odd ones
+    // and pipelined mixes, with bytes inserted, deleted and replaced at random (a fixed seed:
+    // the same 600 cases every run). Each case goes whole to one server and split at a random
+    // byte to a twin that started the same. However the bytes arrive, the twin must give the
+    // same answers, in the same order, none twice, and store exactly the same files: a body
+    // framed differently, or a body taken for a request, would show as a difference.
+    let (whole, split) = (Server::start(&[]), Server::start(&[]));
+    let body = b"hello world";
+    let id = sha256_hex(body);
+    for s in [&whole, &split] {
+        s.create_repo("r");
+        assert_eq!(s.post("/r/config", b"the-config").status, 200);
+        assert_eq!(s.post(&format!("/r/data/{id}"), body).status, 200);
+    }
+    let (ia, ib) = (sha256_hex(b"hello"), sha256_hex(b"world!"));
+    let post_a = format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    let chunked_b = format!(
+        "POST /r/keys/{ib} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n6;x=y\r\nworld!\r\n0\r\n\r\n"
+    );
+    let seeds: Vec<Vec<u8>> = [
+        format!("GET /r/data/{id} HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n"),
+        "GET /r/data/ HTTP/1.1\r\nHost: x\r\nAccept: application/vnd.x.restic.rest.v2\r\n\r\n"
+            .into(),
+        post_a.clone(),
+        chunked_b.clone(),
+        format!("POST /r/locks/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\nhello world"),
+        format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        format!("POST /r/keys/{ib} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\nworld!\r\n0\r\n\r\n"),
+        format!("POST /r/keys/{ib} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff6\r\nworld!\r\n0\r\n\r\n"),
+        format!("POST /r/keys/{ib} HTTP/1.1\nHost: t\nTransfer-Encoding: chunked\n\n6\nworld!\n0\n\n"),
+        format!("POST /r/keys/{ia} HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello"),
+        format!("{post_a}{chunked_b}HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\nDELETE /r/keys/{ia} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("POST /r/snapshots/{ia} HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nDELETE /r/config HTTP/1.1\r\nHost: t\r\n\r\n"),
+        format!("GET /r/config HTTP/1.0\r\n\r\nGET /r/config HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        format!("DELETE /r/locks/{id} HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect();
+    let pieces: [&[u8]; 16] = [
+        b"\r", b"\n", b"\r\n", b":", b" ", b"\0", b"\xff", b"-", b"+", b",", b"0", b"f",
+        b"99999999999999999999", b";", b"\t", b"chunked",
+    ];
+    let mut rng = Rng(0x5EED_F4A3);
+    for case in 0..600 {
+        let mut raw = seeds[rng.below(seeds.len())].clone();
+        // A quarter of the cases unmutated: valid requests must hold too.
+        let mutations = if rng.below(4) == 0 { 0 } else { 1 + rng.below(3) };
+        for _ in 0..mutations {
+            let at = rng.below(raw.len() + 1);
+            match rng.below(10) {
+                0..=4 => {
+                    let p = pieces[rng.below(pieces.len())];
+                    raw.splice(at..at, p.iter().copied());
+                }
+                5..=7 => {
+                    let end = (at + 1 + rng.below(4)).min(raw.len());
+                    raw.drain(at.min(end)..end);
+                }
+                _ if at < raw.len() => raw[at] = rng.below(256) as u8,
+                _ => {}
+            }
+        }
+        let at = 1 + rng.below(raw.len().max(2) - 1);
+        let one = statuses(&output(&whole, &[&raw]));
+        let two = statuses(&output(&split, &[&raw[..at], &raw[at..]]));
+        let shown = String::from_utf8_lossy(&raw);
+        // One difference is hyper's: after a partial read it parses a head again only once
+        // a blank line has come (a fast scan for the end, hyperium/hyper#3764). A head broken
+        // before its end gets its 400 when it comes whole, and when it comes in pieces it is
+        // closed without one at our end of the stream (or at the head timeout). Then that 400,
+        // the last answer, is the only difference allowed.
+        let broken_head_in_pieces = |a: &[u16], b: &[u16]| {
+            a.last() == Some(&400) && a[..a.len() - 1] == *b
+        };
+        assert!(
+            one == two || broken_head_in_pieces(&one, &two) || broken_head_in_pieces(&two, &one),
+            "case {case}, split at {at}: {shown:?}: whole {one:?}, split {two:?}"
+        );
+        assert_eq!(
+            stored(&whole),
+            stored(&split),
+            "case {case}, split at {at}: {shown:?}"
+        );
+    }
+    for s in [&whole, &split] {
+        wait_until(10, "no temp file left", || {
+            s.files_named("rest-server-temp").is_empty()
+        });
+    }
+}
