@@ -654,6 +654,24 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
+
+    /// Changes `raw` at a random place, one of three ways: one of `pieces` inserted, up to
+    /// 6 bytes deleted, or a byte replaced by any byte.
+    pub fn mutate(&mut self, raw: &mut Vec<u8>, pieces: &[&[u8]]) {
+        let at = self.below(raw.len() + 1);
+        match self.below(10) {
+            0..=3 => {
+                let p = pieces[self.below(pieces.len())];
+                raw.splice(at..at, p.iter().copied());
+            }
+            4..=6 => {
+                let end = (at + 1 + self.below(6)).min(raw.len());
+                raw.drain(at.min(end)..end);
+            }
+            _ if at < raw.len() => raw[at] = self.below(256) as u8,
+            _ => {}
+        }
+    }
 }
 
 /// Deterministic pseudo-random bytes.

@@ -162,7 +162,10 @@ fn a_stale_unix_socket_is_replaced_but_nothing_else_is() {
     assert_eq!(read_response(&mut BufReader::new(c), "GET").status, 404);
     s.signal("TERM");
     assert!(s.wait_exit(20).success());
-    assert!(!sock.exists(), "a server removes its own socket when it stops");
+    assert!(
+        !sock.exists(),
+        "a server removes its own socket when it stops"
+    );
     // A file that is not a socket is never removed to make room: a configuration error,
     // told before anything is written.
     let dir = TempDir::new("unix-file");

@@ -757,19 +757,7 @@ fn mutated_requests_never_stop_the_server() {
                 for _ in 0..500 {
                     let mut r = seeds[rng.below(seeds.len())].clone();
                     for _ in 0..1 + rng.below(4) {
-                        let at = rng.below(r.len() + 1);
-                        match rng.below(10) {
-                            0..=3 => {
-                                let p = pieces[rng.below(pieces.len())];
-                                r.splice(at..at, p.iter().copied());
-                            }
-                            4..=6 => {
-                                let end = (at + 1 + rng.below(6)).min(r.len());
-                                r.drain(at.min(end)..end);
-                            }
-                            _ if at < r.len() => r[at] = rng.below(256) as u8,
-                            _ => {}
-                        }
+                        rng.mutate(&mut r, &pieces);
                     }
                     let mut c = s.connect();
                     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

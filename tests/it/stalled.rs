@@ -115,7 +115,8 @@ fn a_head_that_never_ends_is_closed_after_the_head_timeout() {
     // head timeout is up (docs/http.md, "Timeouts and closing").
     let s = Server::start(&[]);
     let mut c = s.connect();
-    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n").unwrap();
+    c.write_all(b"GET /r/config HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     closed_by_the_head_timeout(&mut c);
 }
 
