@@ -784,3 +784,92 @@ fn restic_over_https_with_a_generated_certificate() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// The number of times the server has said it took an idle connection from hyper (`--debug`).
+fn let_go_count(s: &Server) -> usize {
+    s.log_text().matches("hyper let go of it").count()
+}
+
+#[test]
+fn framing_over_tls_is_the_same_as_over_plain_http() {
+    // Our TLS adapter sits between the socket and hyper: it must neither lose nor hold back
+    // plaintext that openssl has already decrypted. Pipelined requests in one record, a head
+    // and body byte by byte (a record each), the audit's body that reads like a request, and
+    // pipelined requests after the server took the idle connection from hyper.
+    let s = start_tls(&["--debug"]);
+    let mut c = connect(&s);
+    assert_eq!(
+        send(&mut c, s.req("POST", "/r/?create=true"), "POST").status,
+        200
+    );
+    let put = b"the-config";
+    let head = format!(
+        "POST /r/config HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        put.len()
+    );
+    for b in head.as_bytes().iter().chain(put) {
+        c.get_mut().write_all(&[*b]).unwrap(); // one TLS record per byte
+    }
+    assert_eq!(read_response(&mut c, "POST").status, 200);
+    drop(c); // before it turns idle: only the connection under test below is ever let go
+    let four = "GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+                GET /r/keys/none HTTP/1.1\r\nHost: t\r\n\r\n\
+                GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+                HEAD /r/config HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut c = connect(&s);
+    c.get_mut().write_all(four.as_bytes()).unwrap();
+    let got: Vec<u16> = ["GET", "GET", "GET", "HEAD"]
+        .iter()
+        .map(|m| read_response(&mut c, m).status)
+        .collect();
+    assert_eq!(got, [200, 404, 200, 200]);
+
+    // The audit's case, the body after a pause past the let-go time.
+    let smuggled = b"DELETE /r/config HTTP/1.1\r\nHost: x\r\n\r\n";
+    let id = sha256_hex(smuggled);
+    let mut c = connect(&s);
+    let upload = format!(
+        "GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n\
+         POST /r/snapshots/{id} HTTP/1.1\r\nHost: t\r\nContent-Length: 38\r\n\r\n"
+    );
+    c.get_mut().write_all(upload.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut c, "GET").body, put);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.get_mut().write_all(smuggled).unwrap();
+    assert_eq!(read_response(&mut c, "POST").status, 200);
+    // Idle now: once hyper has let go, two requests in one record get two answers, and a
+    // head begun in the same record, which hyper has read when it lets go again, is read
+    // first by the next hyper.
+    let before = let_go_count(&s);
+    wait_until(10, "hyper let go of the idle TLS connection", || {
+        let_go_count(&s) > before
+    });
+    let two = format!(
+        "GET /r/snapshots/{id} HTTP/1.1\r\nHost: t\r\n\r\nGET /r/config HTTP/1.1\r\nHost: t\r\n\r\nGET /r/con"
+    );
+    c.get_mut().write_all(two.as_bytes()).unwrap();
+    assert_eq!(read_response(&mut c, "GET").body, smuggled);
+    assert_eq!(read_response(&mut c, "GET").body, put);
+    let before = let_go_count(&s);
+    wait_until(10, "let go with a head begun", || let_go_count(&s) > before);
+    c.get_mut()
+        .write_all(b"fig HTTP/1.1\r\nHost: t\r\n\r\nHEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut c, "GET").body, put);
+    assert_eq!(
+        read_response(&mut c, "HEAD").header("content-length"),
+        Some("10")
+    );
+    // More pipelined requests than hyper reads at once (64 KiB): what openssl has already
+    // decrypted beyond hyper's read is never left waiting for the socket.
+    let mut c = connect(&s);
+    let many = "HEAD /r/config HTTP/1.1\r\nHost: t\r\n\r\n".repeat(2000);
+    assert!(many.len() > 64 * 1024);
+    c.get_mut().write_all(many.as_bytes()).unwrap();
+    for i in 0..2000 {
+        let r = read_response(&mut c, "HEAD");
+        assert_eq!(r.header("content-length"), Some("10"), "answer {i}");
+    }
+    let config = send(&mut c, s.req("GET", "/r/config"), "GET");
+    assert_eq!(config.body, put, "the config is intact");
+}
