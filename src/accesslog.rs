@@ -4,12 +4,13 @@
 //! What goes into a line is decided by the handler; this module only formats and writes.
 //! Times are UTC (`+0000`): working out the local offset safely needs a time-zone database.
 
+use crate::utc::Utc;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The access log file is readable by its owner only: it names users and repositories.
 const LOG_FILE_MODE: u32 = crate::modes::PRIVATE_FILE;
@@ -165,35 +166,27 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-/// `10/Oct/2000:13:55:36 +0000`, from the civil-from-days algorithm (no time crate needed).
+/// `10/Oct/2000:13:55:36 +0000`.
 fn clf_time(t: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let u = Utc::of(t);
     format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        u.day,
+        MONTHS[(u.month as usize).clamp(1, 12) - 1],
+        u.year,
+        u.hour,
+        u.minute,
+        u.second
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn combined_log_format() {

@@ -152,9 +152,17 @@ pub(crate) fn start_tls(_: &Config) -> Result<StartedTls, String> {
 }
 
 /// One start-up line per fact, as the Go server prints them.
-pub(crate) fn announce(cfg: &Config, state: &State) {
+pub(crate) fn announce(cfg: &Config, state: &State, open_files: &OpenFiles) {
     log::info!("{}", cli::VERSION);
     log::info!("Data directory: {}", cfg.path.display());
+    match open_files {
+        Ok((Some(now), Some(before))) => {
+            log::info!("Open files: up to {now} (soft limit raised from {before})")
+        }
+        Ok((Some(now), None)) => log::info!("Open files: up to {now}"),
+        Ok((None, _)) => log::info!("Open files: no limit"),
+        Err(e) => log::warn!("cannot raise the limit on open files: {e}"),
+    }
     if cfg.path.starts_with("/tmp") {
         log::warn!(
             "the data directory is under /tmp: backups there may be lost on reboot (use --path)"
@@ -240,6 +248,32 @@ pub(crate) fn announce(cfg: &Config, state: &State) {
     if cfg.cpu_profile_ignored {
         log::warn!("--cpu-profile is specific to the Go server and not supported: ignored");
     }
+}
+
+/// The limit on open files in force (`None`: unlimited) and, if it was raised, the one before.
+pub(crate) type OpenFiles = std::io::Result<(Option<u64>, Option<u64>)>;
+
+/// Raises the soft limit on open files to the hard limit, as the Go runtime does at the start
+/// of the Go server (Go 1.19 and later). systemd starts services with a soft limit of 1024
+/// (hard: 524288): about a thousand connections, idle ones included, would use it up, and
+/// then every other client is refused and uploads cannot open their temp files.
+pub(crate) fn raise_open_files_limit() -> OpenFiles {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raise = match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !raise {
+        return Ok((limit.current, None));
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised)?;
+    Ok((limit.maximum, limit.current))
 }
 
 /// SIGHUP: walks the data directory again for the per-repository inventory (repositories

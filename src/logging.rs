@@ -1,22 +1,29 @@
-//! Where the server's log lines go: stderr, as `simple_logger` writes them (UTC timestamp,
-//! level, module). Under systemd, stderr is usually a stream to the journal, which would store
-//! every line at the unit's default priority (info): an ERROR that stops the server would not
-//! show up in `journalctl -p err`. So when stderr is that stream, each line starts with its
-//! syslog priority instead (`<3>` ERROR, `<4>` WARN, `<6>` INFO, `<7>` DEBUG and TRACE, as
-//! sd-daemon(3) describes), which journald strips and stores as the line's priority; the
-//! journal stamps each line itself, so no timestamp then.
+//! Where the server's log lines go: stderr, one line per message,
+//! `2026-12-07T01:27:11.969Z INFO  [rest_server::app] message` (UTC, milliseconds, level,
+//! module: the format of `simple_logger`, which this replaced). Under systemd, stderr is
+//! usually a stream to the journal, which would store every line at the unit's default
+//! priority (info): an ERROR that stops the server would not show up in `journalctl -p err`.
+//! So when stderr is that stream, each line starts with its syslog priority instead (`<3>`
+//! ERROR, `<4>` WARN, `<6>` INFO, `<7>` DEBUG and TRACE, as sd-daemon(3) describes), which
+//! journald strips and stores as the line's priority; the journal stamps each line itself,
+//! so no timestamp then.
 //!
 //! systemd tells a service that stderr is the journal with `JOURNAL_STREAM=<dev>:<inode>` of
 //! that stream. The variable is inherited by children whose stderr may be something else (a
 //! shell started from the service, a redirect to a file), so it counts only if it names what
 //! file descriptor 2 really is.
 //!
+//! A line that cannot be written is dropped: a closed stderr (a pipe whose reader went away)
+//! never stops the server. (`simple_logger` writes with `eprintln!`, which panics then, and
+//! a panic aborts the process: any request that logged a line would have killed it.)
+//!
 //! Every line stays one line, whatever it quotes: control characters in a message (a newline
 //! in a repository name from a request, in a path, in an error) are written as `\x0a` and so
-//! on, by the logger itself, so that no log call can forget it ([`OneLine`]). Fields that come
-//! from requests are also escaped where they are logged (`accesslog::escape`: quotes and
-//! backslashes too), which this does not undo.
+//! on, here, so that no log call can forget it. Fields that come from requests are also
+//! escaped where they are logged (`accesslog::escape`: quotes and backslashes too), which
+//! this does not undo.
 
+use crate::utc::Utc;
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -28,46 +35,69 @@ pub(crate) fn to_journal() -> bool {
 
 /// Sets up logging: `level` for this crate's messages, at most info for the libraries'.
 pub(crate) fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
-    let libraries = level.min(log::LevelFilter::Info);
-    if to_journal() {
-        log::set_boxed_logger(Box::new(OneLine(Journal { level, libraries })))?;
-    } else {
-        let stderr = simple_logger::SimpleLogger::new()
-            .with_level(libraries)
-            .with_module_level("rest_server", level);
-        log::set_boxed_logger(Box::new(OneLine(stderr)))?;
-    }
+    log::set_boxed_logger(Box::new(Stderr {
+        level,
+        libraries: level.min(log::LevelFilter::Info),
+        journal: to_journal(),
+    }))?;
     log::set_max_level(level);
     Ok(())
 }
 
-/// Hands `L` each message with its control characters escaped (see the module doc).
-struct OneLine<L>(L);
+/// Writes each message as one line to stderr (see the module doc).
+struct Stderr {
+    level: log::LevelFilter,
+    libraries: log::LevelFilter,
+    /// Lines start with their syslog priority instead of a timestamp.
+    journal: bool,
+}
 
-impl<L: log::Log> log::Log for OneLine<L> {
+impl log::Log for Stderr {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        self.0.enabled(metadata)
+        let target = metadata.target();
+        let ours = target == "rest_server" || target.starts_with("rest_server::");
+        metadata.level() <= if ours { self.level } else { self.libraries }
     }
 
     fn log(&self, record: &log::Record) {
-        if !self.0.enabled(record.metadata()) {
+        if !self.enabled(record.metadata()) {
             return;
         }
-        let message = record.args().to_string();
-        let message = one_line(&message);
-        self.0.log(
-            &log::Record::builder()
-                .metadata(record.metadata().clone())
-                .args(format_args!("{message}"))
-                .module_path(record.module_path())
-                .file(record.file())
-                .line(record.line())
-                .build(),
-        );
+        let stamp = match self.journal {
+            true => Stamp::Priority,
+            false => Stamp::Time(Utc::now()),
+        };
+        let line = line(record, stamp);
+        // One write per line, so lines of different threads never mix; errors dropped.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
-    fn flush(&self) {
-        self.0.flush()
+    fn flush(&self) {}
+}
+
+/// What a line starts with.
+enum Stamp {
+    Time(Utc),
+    /// The syslog priority, for the journal.
+    Priority,
+}
+
+/// The whole line for `record`, its message kept to one line.
+fn line(record: &log::Record, stamp: Stamp) -> String {
+    let message = record.args().to_string();
+    let (level, message) = (record.level(), one_line(&message));
+    let target = record.target();
+    match stamp {
+        Stamp::Time(t) => format!("{} {level:<5} [{target}] {message}\n", t.rfc3339_millis()),
+        Stamp::Priority => {
+            let priority = match level {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            format!("<{priority}>{level:<5} [{target}] {message}\n")
+        }
     }
 }
 
@@ -105,45 +135,33 @@ fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
     }
 }
 
-/// Writes `<priority>LEVEL [module] message` lines to stderr.
-struct Journal {
-    level: log::LevelFilter,
-    libraries: log::LevelFilter,
-}
-
-impl log::Log for Journal {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        let target = metadata.target();
-        let ours = target == "rest_server" || target.starts_with("rest_server::");
-        metadata.level() <= if ours { self.level } else { self.libraries }
-    }
-
-    fn log(&self, record: &log::Record) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let priority = match record.level() {
-            log::Level::Error => 3,
-            log::Level::Warn => 4,
-            log::Level::Info => 6,
-            log::Level::Debug | log::Level::Trace => 7,
-        };
-        // One write per line, so lines of different threads never mix.
-        let line = format!(
-            "<{priority}>{:<5} [{}] {}\n",
-            record.level(),
-            record.target(),
-            record.args()
-        );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-
-    fn flush(&self) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_as_simple_logger_wrote_them_or_with_a_priority_for_the_journal() {
+        let at = Utc::from_unix(1_796_606_831, 969);
+        let record = |level| {
+            log::Record::builder()
+                .level(level)
+                .target("rest_server::app")
+                .args(format_args!("created repository /x\ny"))
+                .build()
+        };
+        assert_eq!(
+            line(&record(log::Level::Info), Stamp::Time(at)),
+            "2026-12-07T01:27:11.969Z INFO  [rest_server::app] created repository /x\\x0ay\n"
+        );
+        assert_eq!(
+            line(&record(log::Level::Error), Stamp::Priority),
+            "<3>ERROR [rest_server::app] created repository /x\\x0ay\n"
+        );
+        assert_eq!(
+            line(&record(log::Level::Debug), Stamp::Priority),
+            "<7>DEBUG [rest_server::app] created repository /x\\x0ay\n"
+        );
+    }
 
     #[test]
     fn a_message_stays_one_line() {

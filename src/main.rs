@@ -23,6 +23,7 @@ mod modes;
 mod page;
 mod route;
 mod storage;
+mod utc;
 mod watch;
 
 use app::State;
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         eprintln!("rest-server: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    let open_files = app::raise_open_files_limit();
     let (tls, fingerprint) = match app::start_tls(&cfg) {
         Ok(started) => started,
         Err(e) => {
@@ -91,7 +93,7 @@ fn main() -> ExitCode {
         log::error!("cannot create data directory {}: {e}", cfg.path.display());
         return ExitCode::FAILURE;
     }
-    app::announce(&cfg, &state);
+    app::announce(&cfg, &state, &open_files);
     app::count_usage(&state);
     app::start_scrub(&cfg, &state);
     match http::server::run(&cfg, state, tls) {

@@ -464,24 +464,10 @@ fn self_signed(names: &[String]) -> Result<(X509, PKey<Private>), ErrorStack> {
 /// compiled against musl 1.2 headers, takes 64 bits there: the argument would arrive as
 /// garbage (and it does not compile there, which is how this was found).
 fn x509_time(secs: i64) -> String {
-    let (days, secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days since 1970-01-01 to a proleptic Gregorian date, counted in 400-year eras that start
-    // on March 1st (so that the leap day is the last day of a year): Howard Hinnant's
-    // civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = era * 400 + yoe + i64::from(month <= 2);
+    let u = crate::utc::Utc::from_unix(secs, 0);
     format!(
-        "{year:04}{month:02}{day:02}{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{:04}{:02}{:02}{:02}{:02}{:02}Z",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 

@@ -784,3 +784,92 @@ fn mutated_requests_never_stop_the_server() {
         s.open_fds() < fds_before + 5
     });
 }
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_as_the_go_server_does() {
+    // systemd starts services with a soft limit of 1024 open files: with it, about a thousand
+    // connections (idle ones too) would lock every other client out. The Go runtime raises
+    // the soft limit to the hard one at start; so do we. Here: soft 256, hard 2048, and then
+    // 600 connections open at once, the last of them still served.
+    let dir = TempDir::new("nofile");
+    let script = format!(
+        "ulimit -Sn 256 && ulimit -Hn 2048 && exec {} --no-auth --path {} --listen 127.0.0.1:0",
+        bin(),
+        dir.path().join("data").display()
+    );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    let mut addr = None;
+    for line in std::io::BufRead::lines(BufReader::new(child.stderr.take().unwrap())) {
+        let line = line.unwrap();
+        addr = listen_address_in(&line);
+        said.push(line);
+        if addr.is_some() {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no start: {said:?}"));
+    assert!(
+        said.iter()
+            .any(|l| l.contains("Open files: up to 2048 (soft limit raised from 256)")),
+        "{said:?}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["2048", "2048"],
+        "{line}"
+    );
+    let conns: Vec<_> = (0..599)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut last = BufReader::new(std::net::TcpStream::connect(&addr).unwrap());
+    let got = exchange(
+        &mut last,
+        b"GET /r/config HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET",
+    );
+    assert_eq!(got.status, 404, "the 600th connection is served");
+    drop(conns);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_closed_stderr_never_stops_the_server() {
+    // Log lines that cannot be written are dropped. (The logger we had before, simple_logger,
+    // panicked on a failed write, which aborted the server at the first request that logged
+    // once whatever read its stderr had gone away: a pipe to a logger that died.)
+    let dir = TempDir::new("stderr-closed");
+    let mut child = std::process::Command::new(bin())
+        .args(["--no-auth", "--debug", "--listen", "127.0.0.1:0", "--path"])
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    let mut lines = std::io::BufRead::lines(BufReader::new(child.stderr.take().unwrap()));
+    while addr.is_none() {
+        addr = listen_address_in(&lines.next().expect("started").unwrap());
+    }
+    drop(lines); // the only reader of the pipe: now every write to stderr fails
+    let addr = addr.unwrap();
+    for i in 0..3 {
+        let mut c = BufReader::new(std::net::TcpStream::connect(&addr).unwrap());
+        let raw =
+            format!("POST /r{i}/?create=true HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(exchange(&mut c, raw.as_bytes(), "POST").status, 200);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    assert!(dir.path().join("data/r2/keys").is_dir());
+    let _ = child.kill();
+    let _ = child.wait();
+}
