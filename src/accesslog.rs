@@ -154,16 +154,8 @@ fn format_line(e: &LogLine<'_>, now: SystemTime) -> String {
 /// Keeps a line one line: quotes, backslashes and control characters are escaped. For every
 /// request-derived field of a log line, here and in the server's own log.
 pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    let quoted = s.replace('\\', "\\\\").replace('"', "\\\"");
+    crate::logging::one_line(&quoted).into_owned()
 }
 
 /// `10/Oct/2000:13:55:36 +0000`.

@@ -260,11 +260,9 @@ pub(crate) type OpenFiles = std::io::Result<(Option<u64>, Option<u64>)>;
 pub(crate) fn raise_open_files_limit() -> OpenFiles {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
-    let raise = match (limit.current, limit.maximum) {
-        (Some(soft), Some(hard)) => soft < hard,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
+    // An unlimited hard limit (not possible for open files on Linux, where fs.nr_open caps
+    // it) is left alone rather than guessed at.
+    let raise = matches!((limit.current, limit.maximum), (Some(soft), Some(hard)) if soft < hard);
     if !raise {
         return Ok((limit.current, None));
     }

@@ -21,7 +21,8 @@
 //! in a repository name from a request, in a path, in an error) are written as `\x0a` and so
 //! on, here, so that no log call can forget it. Fields that come from requests are also
 //! escaped where they are logged (`accesslog::escape`: quotes and backslashes too), which
-//! this does not undo.
+//! this does not undo. (A message that holds the text `\x0a` itself looks the same as an
+//! escaped newline; a request field cannot be one, as its backslash is escaped too.)
 
 use crate::utc::Utc;
 use std::io::Write as _;
@@ -31,6 +32,14 @@ use std::os::unix::fs::MetadataExt as _;
 /// Whether stderr is systemd's journal stream (a service's, as the module doc says).
 pub(crate) fn to_journal() -> bool {
     stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref())
+}
+
+/// Writes `rest-server: {message}` to stderr for a start-up error, before logging is set up
+/// or where the line must not look like a log line. Like log lines, it is dropped if stderr
+/// is closed (`eprintln!` would panic, and so abort, instead of exiting with the status meant).
+pub(crate) fn say(message: &str) {
+    let line = format!("rest-server: {}\n", one_line(message));
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Sets up logging: `level` for this crate's messages, at most info for the libraries'.
@@ -102,7 +111,7 @@ fn line(record: &log::Record, stamp: Stamp) -> String {
 }
 
 /// `message` with each control character written as `\xNN`.
-fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
     if !message.chars().any(char::is_control) {
         return message.into();
     }

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("rest-server: {e}");
+            logging::say(&e.to_string());
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -61,21 +61,21 @@ fn main() -> ExitCode {
     // Only our own messages at debug level; the libraries' tracing is noise. Lines carry
     // their syslog priority when stderr is the journal (logging.rs).
     if logging::init(level).is_err() {
-        eprintln!("rest-server: cannot set up logging");
+        logging::say("cannot set up logging");
         return ExitCode::FAILURE;
     }
     // TLS before the state: a missing, unreadable or mismatched certificate or key is a
     // configuration error (exit 2), found before anything is written (but the pair that
     // --tls-generate-cert was asked to write).
     if let Err(e) = http::server::check_listen(&cfg.listen) {
-        eprintln!("rest-server: {e}");
+        logging::say(&e.to_string());
         return ExitCode::from(EXIT_USAGE);
     }
     let open_files = app::raise_open_files_limit();
     let (tls, fingerprint) = match app::start_tls(&cfg) {
         Ok(started) => started,
         Err(e) => {
-            eprintln!("rest-server: {e}");
+            logging::say(&e.to_string());
             return ExitCode::from(EXIT_USAGE);
         }
     };

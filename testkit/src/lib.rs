@@ -184,6 +184,12 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The number of times the server has said it took an idle connection from hyper
+    /// (`--debug`), on any of its connections.
+    pub fn let_go_count(&self) -> usize {
+        self.log_text().matches("hyper let go of it").count()
+    }
+
     /// Waits until the log contains `needle` (or panics after `secs`).
     pub fn wait_log(&self, needle: &str, secs: u64) {
         let t = Instant::now();
