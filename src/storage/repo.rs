@@ -2,7 +2,12 @@
 //! locks/<id>, snapshots/<id>, index/<id>, data/<xx>/<id>}`. Paths, repository creation, stat,
 //! streamed reads, listings, deletes and file modes live here; users, HTTP and quota do not.
 //!
-//! All blocking file-system calls go through `smol::unblock`, so a slow SD card never stalls the executor threads.
+//! All blocking file-system calls go through `smol::unblock`, so a slow SD card never stalls the
+//! executor threads. Two kinds of call are made on the executor thread instead when they
+//! cannot wait for a disk or a network: reads of what the page cache holds ([`FileBody`]),
+//! and the lookups of HEAD and GET when the kernel can answer them from its caches
+//! ([`cached_lookup`]). A hand-off to a blocking thread and back costs more than such a
+//! request's whole work (bench-results/2026-12-07/README.md: 2.4x the small-request rate).
 
 use crate::lock::Lock as _;
 use crate::modes::{self, GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE};
@@ -131,6 +136,11 @@ impl Repos {
 
     /// Size of a regular file, `None` if it does not exist.
     pub(crate) async fn size(&self, path: &Path) -> io::Result<Option<u64>> {
+        match cached_lookup(path, false) {
+            Some(Lookup::Absent | Lookup::NotAFile) => return Ok(None),
+            Some(Lookup::File(_, len)) => return Ok(Some(len)),
+            None => {}
+        }
         let path = path.to_owned();
         smol::unblock(move || match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
@@ -160,6 +170,11 @@ impl Repos {
 
     /// Opens a regular file for reading: `(file, size)`, `None` if it does not exist.
     pub(crate) async fn open(&self, path: &Path) -> io::Result<Option<(File, u64)>> {
+        match cached_lookup(path, true) {
+            Some(Lookup::Absent | Lookup::NotAFile) => return Ok(None),
+            Some(Lookup::File(Some(file), len)) => return Ok(Some((file, len))),
+            Some(Lookup::File(None, _)) | None => {}
+        }
         let path = path.to_owned();
         smol::unblock(move || {
             // O_NONBLOCK: opening a FIFO (or a device) someone put in the repository must not
@@ -262,6 +277,79 @@ pub(crate) enum Occupant {
     File(u64),
     /// A directory, FIFO, device or dangling symlink: no object, and no room for one.
     Other,
+}
+
+/// What a lookup from the kernel's caches found.
+enum Lookup {
+    /// Nothing by that name (a cached negative entry; also a dangling symlink).
+    Absent,
+    /// A directory, FIFO, device: no object.
+    NotAFile,
+    /// A regular file of that size, opened for reading if asked and that could be done
+    /// without waiting.
+    File(Option<File>, u64),
+}
+
+/// Looks `path` up on the calling (executor) thread, and opens it for reading if `open`, if
+/// that cannot wait for a disk or a network; `None`: ask a blocking thread, which answers as
+/// before.
+///
+/// - `openat2` with `RESOLVE_CACHED` (Linux 5.12) resolves the path from the dentry cache
+///   alone: a lookup that would need I/O fails with EAGAIN. `O_PATH` does not open the file
+///   itself, so no file system code runs for it.
+/// - `statx` with `AT_STATX_DONT_SYNC` on that handle gives type, size and device without
+///   asking a network file system's server.
+/// - A file is opened for reading (a file system's own open, which on NFS or FUSE asks the
+///   server) only on a file system backed by a block device (device major != 0: ext4, XFS,
+///   F2FS, FAT on an SD card, a USB or SATA disk). NFS, CIFS, FUSE, btrfs, ZFS and tmpfs all
+///   have major 0 and keep the blocking path for their lookups.
+///
+/// Older kernels (ENOSYS, EINVAL) and any error other than "not there" also take the
+/// blocking path, so errors are reported exactly as before.
+fn cached_lookup(path: &Path, open: bool) -> Option<Lookup> {
+    use rustix::fs::{CWD, ResolveFlags, StatxFlags, openat2, statx};
+    let handle = match openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::CACHED,
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Some(Lookup::Absent),
+        Err(_) => return None,
+    };
+    let st = statx(
+        &handle,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::TYPE | StatxFlags::SIZE,
+    )
+    .ok()?;
+    if st.stx_dev_major == 0 {
+        return None;
+    }
+    if FileType::from_raw_mode(st.stx_mode.into()) != FileType::RegularFile {
+        return Some(Lookup::NotAFile);
+    }
+    if !open {
+        return Some(Lookup::File(None, st.stx_size));
+    }
+    // O_NONBLOCK as on the blocking path (regular files ignore it); the file may have been
+    // replaced in between, so what is opened is checked again.
+    let opened = openat2(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::CACHED,
+    );
+    let file = opened.ok().map(File::from);
+    match file.as_ref().map(File::metadata) {
+        Some(Ok(m)) if m.is_file() => Some(Lookup::File(file, m.len())),
+        Some(_) => None,
+        None => Some(Lookup::File(None, st.stx_size)),
+    }
 }
 
 /// A byte range of a file as a response body, read ahead one chunk: the chunk just read is
@@ -576,6 +664,60 @@ mod tests {
         let mut s = String::new();
         l.read_to_string(&mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn lookups_answer_the_same_from_the_caches_and_from_a_blocking_thread() {
+        // size() and open() answer from the kernel's caches when they can (cached_lookup)
+        // and on a blocking thread otherwise; each kind of name must get the same answer
+        // either way, and the cached answer must be the one the blocking path gives.
+        let dir = std::env::temp_dir().join(format!("lookups-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("a-dir")).unwrap();
+        fs::write(dir.join("file"), b"12345").unwrap();
+        std::os::unix::fs::symlink(dir.join("file"), dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("dangling")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let repos = Repos::new(dir.clone(), false);
+        let cases = [
+            ("file", Some(5)),
+            ("link", Some(5)),
+            ("missing", None),
+            ("dangling", None),
+            ("a-dir", None),
+            ("fifo", None),
+        ];
+        for (name, want) in cases {
+            let p = dir.join(name);
+            // Twice: the first lookup may fill the caches that the second is answered from.
+            for _ in 0..2 {
+                assert_eq!(smol::block_on(repos.size(&p)).unwrap(), want, "{name}");
+                let opened = smol::block_on(repos.open(&p)).unwrap();
+                assert_eq!(opened.as_ref().map(|(_, len)| *len), want, "{name}");
+                if let Some((mut f, _)) = opened {
+                    let mut got = String::new();
+                    f.read_to_string(&mut got).unwrap();
+                    assert_eq!(got, "12345");
+                }
+            }
+            let cached = match cached_lookup(&p, true) {
+                None => "blocking",
+                Some(Lookup::Absent | Lookup::NotAFile) => "none",
+                Some(Lookup::File(f, len)) => {
+                    assert_eq!((f.is_some(), Some(len)), (true, want), "{name}");
+                    "file"
+                }
+            };
+            assert!(
+                cached == "blocking" || (cached == "file") == want.is_some(),
+                "{name}: {cached}"
+            );
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
