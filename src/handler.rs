@@ -20,7 +20,7 @@ use crate::storage::upload::{self, Stored, TempObject};
 use hyper::body::Body as _;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Version};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 const V2_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v2";
 const V1_MEDIA_TYPE: &str = "application/vnd.x.restic.rest.v1";
@@ -203,12 +203,18 @@ async fn serve(
             Ok(res)
         }
         Op::Save(file) => match save(st, &repo, &file, req).await {
-            Ok((len, new)) => {
-                match &file {
-                    RepoFile::Object(kind, _) if new => st.inventory.stored(&repo, *kind, len),
-                    RepoFile::Object(..) => {}
-                    RepoFile::Config => st.inventory.created(&repo),
-                }
+            Ok(saved) => {
+                let len = match (&file, saved) {
+                    (RepoFile::Object(kind, _), Saved::New(len, mtime)) => {
+                        st.inventory.stored(&repo, *kind, len, mtime);
+                        len
+                    }
+                    (RepoFile::Object(..), Saved::There(len)) => len,
+                    (RepoFile::Config, Saved::New(len, _) | Saved::There(len)) => {
+                        st.inventory.created(&repo);
+                        len
+                    }
+                };
                 count(st, user, &repo, &file, BlobOp::Write, len);
                 Ok(ok())
             }
@@ -391,7 +397,7 @@ async fn save(
     repo: &RepoPath,
     file: &RepoFile,
     req: &mut Request,
-) -> Result<(u64, bool), Error> {
+) -> Result<Saved, Error> {
     let path = path_of(st, repo, file);
     // The Content-Length (hyper has checked it is one plain number); `None` when chunked.
     let declared = req.body().size_hint().exact();
@@ -408,7 +414,7 @@ async fn save(
         Some(Occupant::File(size)) if verify && declared == Some(size) => {
             let got = upload::hash_body(req.body_mut(), declared, &st.uploads).await?;
             if got.sha256.as_deref() == expected {
-                return Ok((got.len, false));
+                return Ok(Saved::There(got.len));
             }
             return Err(Error::Exists);
         }
@@ -442,20 +448,29 @@ async fn save(
     if verify && got.sha256.as_deref() != expected {
         return Err(Error::HashMismatch);
     }
-    let new = match temp.commit(&st.repos, reservation).await? {
-        Stored::New => true,
+    let saved = match temp.commit(&st.repos, reservation).await? {
+        Stored::New(mtime) => Saved::New(got.len, mtime),
         // A concurrent upload of the same id won; with verification both bodies hash to the
         // id, so the stored object is exactly ours, if it is a regular file of our length
         // (not something else that appeared under the name meanwhile).
         Stored::AlreadyThere
             if verify && st.repos.occupant(&path).await? == Some(Occupant::File(got.len)) =>
         {
-            false
+            Saved::There(got.len)
         }
         Stored::AlreadyThere => return Err(Error::Exists),
     };
     log::debug!("stored {} bytes in /{}", got.len, escape(&repo.joined()));
-    Ok((got.len, new))
+    Ok(saved)
+}
+
+/// What an answered upload did.
+enum Saved {
+    /// Stored `len` bytes as a new object, its file last modified then.
+    New(u64, Option<SystemTime>),
+    /// The object was there already, holding exactly these `len` bytes (a retry, or a
+    /// concurrent upload of the same id that won): nothing new.
+    There(u64),
 }
 
 /// With an access file, the first path segment of `repo` and its limit (a repository at

@@ -72,9 +72,7 @@ pub(crate) fn index(kind: Kind) -> usize {
 
 /// Now as Unix seconds (0 if the clock is before 1970).
 pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix_secs(SystemTime::now())
 }
 
 impl Inventory {
@@ -137,10 +135,12 @@ impl Inventory {
         known.repos.entry(repo.joined()).or_default();
     }
 
-    /// An object of `len` bytes was stored.
-    pub(crate) fn stored(&self, repo: &RepoPath, kind: Kind, len: u64) {
+    /// An object of `len` bytes was stored, its file last modified at `mtime` (as a walk
+    /// would read it; now if unknown).
+    pub(crate) fn stored(&self, repo: &RepoPath, kind: Kind, len: u64, mtime: Option<SystemTime>) {
+        let t = mtime.map_or_else(now, unix_secs);
         // A lock is taken by every restic command, even `restic snapshots`: it is no upload.
-        let t = (kind != Kind::Locks).then(now);
+        let t = (kind != Kind::Locks).then_some(t);
         let snapshot = (kind == Kind::Snapshots).then_some(t).flatten();
         let mut known = self.known.locked();
         let name = repo.joined();
@@ -325,10 +325,12 @@ fn each_object(dir: &Path, f: &mut dyn FnMut(Option<u64>)) {
 }
 
 fn mtime(m: &std::fs::Metadata) -> Option<u64> {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+    m.modified().ok().map(unix_secs)
+}
+
+/// `t` as whole Unix seconds, as the inventory keeps times (0 before 1970).
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A size for people: "0 B", "512 B", "1.5 KiB", "12.3 GiB".
@@ -375,8 +377,8 @@ mod tests {
         // Uploads after the walk has read the directories, before its result is in.
         inv.rewalk_with(|| {
             let walked = walk(&dir);
-            inv.stored(&alice, Kind::Snapshots, 5);
-            inv.stored(&bob, Kind::Data, 7);
+            inv.stored(&alice, Kind::Snapshots, 5, None);
+            inv.stored(&bob, Kind::Data, 7, None);
             walked
         });
         let r = inv.report();
@@ -435,7 +437,7 @@ mod tests {
         assert!(s.newest_snapshot.is_some());
 
         let repo = RepoPath::new(vec!["alice".into()]).unwrap();
-        inv.stored(&repo, Kind::Snapshots, 5);
+        inv.stored(&repo, Kind::Snapshots, 5, None);
         assert_eq!(inv.report()[0].1.snapshots(), 2);
         inv.deleted(&repo, Kind::Snapshots, 5, None);
         inv.deleted(&repo, Kind::Snapshots, 3, None);

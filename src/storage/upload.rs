@@ -31,6 +31,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 /// Marks temp files. It contains a `.`, so a temp name can never be a valid id and is never
 /// listed or served.
@@ -64,8 +65,9 @@ pub(crate) struct Received {
 /// How a committed upload ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
-    /// Our bytes are now the object.
-    New,
+    /// Our bytes are now the object, last modified then (what a walk of the data directory
+    /// reads back: the inventory records this, not the moment of the answer).
+    New(Option<SystemTime>),
     /// Another upload of the same name was published first; ours was discarded.
     AlreadyThere,
 }
@@ -223,13 +225,14 @@ impl TempObject {
         let (synced, published) = smol::unblock(move || {
             // fsync before publishing, or a crash could expose an empty or partial object.
             let synced = file.sync_all();
+            let mtime = file.metadata().and_then(|m| m.modified()).ok();
             drop(file);
             if synced.as_ref().is_err_and(|e| !no_fsync(e)) {
                 return (synced, None);
             }
-            let stored = publish(&temp, &target, &rename_lock);
+            let stored = publish(&temp, &target, &rename_lock, mtime);
             let dir_synced = match stored {
-                Ok(Stored::New) => {
+                Ok(Stored::New(_)) => {
                     let dir = target.parent().unwrap_or(Path::new("."));
                     File::open(dir).and_then(|d| d.sync_all())
                 }
@@ -244,7 +247,7 @@ impl TempObject {
             return Err(stopped().into());
         };
         let stored = stored?;
-        if stored == Stored::New {
+        if let Stored::New(_) = stored {
             if let Some(r) = quota {
                 r.keep();
             }
@@ -469,14 +472,19 @@ fn create_temp(
 /// A hard link fails with EEXIST if the target appeared meanwhile (two uploads of one id racing),
 /// which `rename` would silently overwrite. File systems without hard links (FAT/exFAT USB
 /// sticks, some network mounts) fall back to check-then-rename.
-fn publish(temp: &Path, target: &Path, rename_lock: &Mutex<()>) -> io::Result<Stored> {
+fn publish(
+    temp: &Path,
+    target: &Path,
+    rename_lock: &Mutex<()>,
+    mtime: Option<SystemTime>,
+) -> io::Result<Stored> {
     match fs::hard_link(temp, target) {
         Ok(()) => {
             if let Err(e) = fs::remove_file(temp) {
                 // The object is published; the leftover name is only garbage, never listed.
                 log::warn!("cannot remove temp file {}: {e}", temp.display());
             }
-            Ok(Stored::New)
+            Ok(Stored::New(mtime))
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Stored::AlreadyThere),
         Err(e) => {
@@ -490,7 +498,7 @@ fn publish(temp: &Path, target: &Path, rename_lock: &Mutex<()>) -> io::Result<St
                 return Ok(Stored::AlreadyThere);
             }
             fs::rename(temp, target)?;
-            Ok(Stored::New)
+            Ok(Stored::New(mtime))
         }
     }
 }
@@ -579,7 +587,10 @@ mod tests {
                     .unwrap();
                 assert_eq!(got.len, len as u64);
                 assert_eq!(got.sha256, Some(hex(&Sha256::digest(&data))));
-                assert_eq!(temp.commit(&repos, None).await.unwrap(), Stored::New);
+                assert!(matches!(
+                    temp.commit(&repos, None).await.unwrap(),
+                    Stored::New(Some(_))
+                ));
             });
             assert!(fs::read(&target).unwrap() == data, "{len} bytes");
         }
