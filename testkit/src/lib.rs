@@ -645,6 +645,34 @@ pub fn sha256_repeated(piece: &[u8], times: usize) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What [`Rng::mutate`] inserts into requests: line ends and separators, bytes that are
+/// not ASCII or not text, signs, numbers too large for any length, and the words and
+/// characters that framing and paths hinge on.
+pub const MUTATION_PIECES: &[&[u8]] = &[
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b":",
+    b" ",
+    b"\t",
+    b"\0",
+    b"\xff",
+    "\u{e9}".as_bytes(),
+    b"-",
+    b"+",
+    b"=",
+    b",",
+    b";",
+    b"0",
+    b"f",
+    b"9999999999999999999999999",
+    b"%",
+    b"%2F",
+    b"/..",
+    b"chunked",
+    b"bytes=",
+];
+
 /// A small xorshift generator: the same sequence for the same seed, every run.
 pub struct Rng(pub u64);
 

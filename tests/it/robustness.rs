@@ -726,28 +726,6 @@ fn mutated_requests_never_stop_the_server() {
     .into_iter()
     .map(String::into_bytes)
     .collect();
-    let pieces: [&[u8]; 20] = [
-        b"\r",
-        b"\n",
-        b"\r\n",
-        b":",
-        b" ",
-        b"\0",
-        b"\xff",
-        "é".as_bytes(),
-        b"-",
-        b"=",
-        b",",
-        b"0",
-        b"9999999999999999999999999",
-        b"%",
-        b"%2F",
-        b"/..",
-        b"\t",
-        b"chunked",
-        b"bytes=",
-        b";",
-    ];
     let fds_before = s.open_fds();
     std::thread::scope(|sc| {
         for t in 0..4u64 {
@@ -757,7 +735,7 @@ fn mutated_requests_never_stop_the_server() {
                 for _ in 0..500 {
                     let mut r = seeds[rng.below(seeds.len())].clone();
                     for _ in 0..1 + rng.below(4) {
-                        rng.mutate(&mut r, &pieces);
+                        rng.mutate(&mut r, MUTATION_PIECES);
                     }
                     let mut c = s.connect();
                     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
