@@ -6,11 +6,12 @@
 //! executor threads. Two kinds of call are made on the executor thread instead when they
 //! cannot wait for a disk or a network: reads of what the page cache holds ([`FileBody`]),
 //! and the lookups of HEAD and GET when the kernel can answer them from its caches
-//! ([`cached_lookup`]). A hand-off to a blocking thread and back costs more than such a
+//! ([`Repos::cached_lookup`]). A hand-off to a blocking thread and back costs more than such a
 //! request's whole work (bench-results/2026-12-07/README.md: 2.4x the small-request rate).
 
 use crate::lock::Lock as _;
 use crate::modes::{self, GROUP_DIR, GROUP_FILE, PRIVATE_DIR, PRIVATE_FILE};
+use crate::storage::mounts::Mounts;
 use crate::storage::names::{Kind, ObjectId, RepoPath};
 use hyper::body::Bytes;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, open, statat};
@@ -46,6 +47,8 @@ pub(crate) struct Repos {
     rename_lock: Arc<Mutex<()>>,
     /// Uploads being written now (storage/upload.rs `TempObject`).
     uploads_open: Arc<AtomicUsize>,
+    /// Which mounts may have their lookups made on an executor thread.
+    mounts: Mounts,
 }
 
 impl Repos {
@@ -56,6 +59,7 @@ impl Repos {
             fsync_warned: AtomicBool::new(false),
             rename_lock: Arc::default(),
             uploads_open: Arc::default(),
+            mounts: Mounts::default(),
         }
     }
 
@@ -136,7 +140,7 @@ impl Repos {
 
     /// Size of a regular file, `None` if it does not exist.
     pub(crate) async fn size(&self, path: &Path) -> io::Result<Option<u64>> {
-        match cached_lookup(path, false) {
+        match self.cached_lookup(path, false) {
             Some(Lookup::Absent | Lookup::NotAFile) => return Ok(None),
             Some(Lookup::File(_, len)) => return Ok(Some(len)),
             None => {}
@@ -170,7 +174,7 @@ impl Repos {
 
     /// Opens a regular file for reading: `(file, size)`, `None` if it does not exist.
     pub(crate) async fn open(&self, path: &Path) -> io::Result<Option<(File, u64)>> {
-        match cached_lookup(path, true) {
+        match self.cached_lookup(path, true) {
             Some(Lookup::Absent | Lookup::NotAFile) => return Ok(None),
             Some(Lookup::File(Some(file), len)) => return Ok(Some((file, len))),
             Some(Lookup::File(None, _)) | None => {}
@@ -194,6 +198,68 @@ impl Repos {
             Ok(meta.is_file().then_some((file, meta.len())))
         })
         .await
+    }
+
+    /// Looks `path` up on the calling (executor) thread, and opens it for reading if `open`, if
+    /// that cannot wait for a disk or a network; `None`: ask a blocking thread, which answers as
+    /// before.
+    ///
+    /// - `openat2` with `RESOLVE_CACHED` (Linux 5.12) resolves the path from the dentry cache
+    ///   alone: a lookup that would need I/O fails with EAGAIN. `O_PATH` does not open the file
+    ///   itself, so no file system code runs for it.
+    /// - `statx` with `AT_STATX_DONT_SYNC` on that handle gives type, size and mount without
+    ///   asking a network file system's server.
+    /// - All this only on a local file system ([`Mounts`]: ext4, XFS, btrfs, F2FS, FAT, ZFS,
+    ///   tmpfs, ...), whose open needs no server: NFS, CIFS, FUSE and overlay mounts keep the
+    ///   blocking path for their lookups.
+    ///
+    /// Older kernels (ENOSYS, EINVAL) and any error other than "not there" also take the
+    /// blocking path, so errors are reported exactly as before.
+    fn cached_lookup(&self, path: &Path, open: bool) -> Option<Lookup> {
+        use rustix::fs::{CWD, ResolveFlags, StatxFlags, openat2, statx};
+        let handle = match openat2(
+            CWD,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Some(Lookup::Absent),
+            Err(_) => return None,
+        };
+        let st = statx(
+            &handle,
+            "",
+            AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+            StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MNT_ID,
+        )
+        .ok()?;
+        let mount_known = StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID);
+        if !mount_known || !self.mounts.is_local(st.stx_mnt_id) {
+            return None;
+        }
+        if FileType::from_raw_mode(st.stx_mode.into()) != FileType::RegularFile {
+            return Some(Lookup::NotAFile);
+        }
+        if !open {
+            return Some(Lookup::File(None, st.stx_size));
+        }
+        // O_NONBLOCK as on the blocking path (regular files ignore it); the file may have been
+        // replaced in between, so what is opened is checked again.
+        let opened = openat2(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        );
+        let file = opened.ok().map(File::from);
+        match file.as_ref().map(File::metadata) {
+            Some(Ok(m)) if m.is_file() => Some(Lookup::File(file, m.len())),
+            Some(_) => None,
+            None => Some(Lookup::File(None, st.stx_size)),
+        }
     }
 
     /// Streams `len` bytes of `file` from `start`, read on blocking threads in large chunks.
@@ -288,68 +354,6 @@ enum Lookup {
     /// A regular file of that size, opened for reading if asked and that could be done
     /// without waiting.
     File(Option<File>, u64),
-}
-
-/// Looks `path` up on the calling (executor) thread, and opens it for reading if `open`, if
-/// that cannot wait for a disk or a network; `None`: ask a blocking thread, which answers as
-/// before.
-///
-/// - `openat2` with `RESOLVE_CACHED` (Linux 5.12) resolves the path from the dentry cache
-///   alone: a lookup that would need I/O fails with EAGAIN. `O_PATH` does not open the file
-///   itself, so no file system code runs for it.
-/// - `statx` with `AT_STATX_DONT_SYNC` on that handle gives type, size and device without
-///   asking a network file system's server.
-/// - A file is opened for reading (a file system's own open, which on NFS or FUSE asks the
-///   server) only on a file system backed by a block device (device major != 0: ext4, XFS,
-///   F2FS, FAT on an SD card, a USB or SATA disk). NFS, CIFS, FUSE, btrfs, ZFS and tmpfs all
-///   have major 0 and keep the blocking path for their lookups.
-///
-/// Older kernels (ENOSYS, EINVAL) and any error other than "not there" also take the
-/// blocking path, so errors are reported exactly as before.
-fn cached_lookup(path: &Path, open: bool) -> Option<Lookup> {
-    use rustix::fs::{CWD, ResolveFlags, StatxFlags, openat2, statx};
-    let handle = match openat2(
-        CWD,
-        path,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::CACHED,
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Some(Lookup::Absent),
-        Err(_) => return None,
-    };
-    let st = statx(
-        &handle,
-        "",
-        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
-        StatxFlags::TYPE | StatxFlags::SIZE,
-    )
-    .ok()?;
-    if st.stx_dev_major == 0 {
-        return None;
-    }
-    if FileType::from_raw_mode(st.stx_mode.into()) != FileType::RegularFile {
-        return Some(Lookup::NotAFile);
-    }
-    if !open {
-        return Some(Lookup::File(None, st.stx_size));
-    }
-    // O_NONBLOCK as on the blocking path (regular files ignore it); the file may have been
-    // replaced in between, so what is opened is checked again.
-    let opened = openat2(
-        CWD,
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::CACHED,
-    );
-    let file = opened.ok().map(File::from);
-    match file.as_ref().map(File::metadata) {
-        Some(Ok(m)) if m.is_file() => Some(Lookup::File(file, m.len())),
-        Some(_) => None,
-        None => Some(Lookup::File(None, st.stx_size)),
-    }
 }
 
 /// A byte range of a file as a response body, read ahead one chunk: the chunk just read is
@@ -704,7 +708,7 @@ mod tests {
                     assert_eq!(got, "12345");
                 }
             }
-            let cached = match cached_lookup(&p, true) {
+            let cached = match repos.cached_lookup(&p, true) {
                 None => "blocking",
                 Some(Lookup::Absent | Lookup::NotAFile) => "none",
                 Some(Lookup::File(f, len)) => {
