@@ -49,6 +49,9 @@ pub(crate) struct Repos {
     uploads_open: Arc<AtomicUsize>,
     /// Which mounts may have their lookups made on an executor thread.
     mounts: Mounts,
+    /// The kernel has no cached lookups (before Linux 5.12): every lookup on a blocking
+    /// thread.
+    no_cached_lookups: AtomicBool,
 }
 
 impl Repos {
@@ -60,6 +63,7 @@ impl Repos {
             rename_lock: Arc::default(),
             uploads_open: Arc::default(),
             mounts: Mounts::default(),
+            no_cached_lookups: AtomicBool::new(false),
         }
     }
 
@@ -181,14 +185,33 @@ impl Repos {
         }
         let path = path.to_owned();
         smol::unblock(move || {
-            // O_NONBLOCK: opening a FIFO (or a device) someone put in the repository must not
+            // Only a regular file is opened: a FIFO, socket or device someone put in the
+            // repository is no object (as the cached lookup answers), and its open could
+            // wait or reach a driver.
+            match fs::metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            }
+            // O_NONBLOCK: should it have been swapped for a FIFO since, its open must not
             // wait forever for a writer on a pool thread; regular files ignore the flag, and
             // anything else is refused just below.
-            let nonblock = OFlags::NONBLOCK.bits() as i32;
-            let opened = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(nonblock)
-                .open(&path);
+            // O_NOATIME as in the cached lookup (reads of the page cache are made on the
+            // executor thread, and an atime update may wait for the journal); a file we do
+            // not own refuses it (EPERM) and is opened without.
+            let open_with = |flags: OFlags| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(flags.bits() as i32)
+                    .open(&path)
+            };
+            let opened = match open_with(OFlags::NONBLOCK | OFlags::NOATIME) {
+                Err(e) if e.raw_os_error() == Some(Errno::PERM.raw_os_error()) => {
+                    open_with(OFlags::NONBLOCK)
+                }
+                opened => opened,
+            };
             let file = match opened {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -209,14 +232,23 @@ impl Repos {
     ///   itself, so no file system code runs for it.
     /// - `statx` with `AT_STATX_DONT_SYNC` on that handle gives type, size and mount without
     ///   asking a network file system's server.
-    /// - All this only on a local file system ([`Mounts`]: ext4, XFS, btrfs, F2FS, FAT, ZFS,
+    /// - All this only on a local file system ([`Mounts`]: ext4, XFS, btrfs, F2FS, FAT,
     ///   tmpfs, ...), whose open needs no server: NFS, CIFS, FUSE and overlay mounts keep the
     ///   blocking path for their lookups.
+    /// - Opened with `O_NOATIME` (the server owns its objects): the first read of a new
+    ///   object under `relatime` would otherwise write its inode's atime, which on ext4 or
+    ///   XFS joins a journal transaction that may wait.
     ///
-    /// Older kernels (ENOSYS, EINVAL) and any error other than "not there" also take the
-    /// blocking path, so errors are reported exactly as before.
+    /// Older kernels (ENOSYS, EINVAL: then never tried again) and any error other than "not
+    /// there" take the blocking path, so errors are reported exactly as before. What this
+    /// cannot rule out: security modules that hook every open (fanotify permission events of
+    /// an on-access virus scanner, IMA) and a 9p mount in `cache=none` mode, whose `statx`
+    /// asks its server; none of them is found on the machines this server is for.
     fn cached_lookup(&self, path: &Path, open: bool) -> Option<Lookup> {
         use rustix::fs::{CWD, ResolveFlags, StatxFlags, openat2, statx};
+        if self.no_cached_lookups.load(Ordering::Relaxed) {
+            return None;
+        }
         let handle = match openat2(
             CWD,
             path,
@@ -226,6 +258,10 @@ impl Repos {
         ) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Some(Lookup::Absent),
+            Err(Errno::NOSYS | Errno::INVAL) => {
+                self.no_cached_lookups.store(true, Ordering::Relaxed);
+                return None;
+            }
             Err(_) => return None,
         };
         let st = statx(
@@ -236,7 +272,8 @@ impl Repos {
         )
         .ok()?;
         let mount_known = StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID);
-        if !mount_known || !self.mounts.is_local(st.stx_mnt_id) {
+        let mount = (st.stx_mnt_id, st.stx_dev_major, st.stx_dev_minor);
+        if !mount_known || !self.mounts.is_local(mount) {
             return None;
         }
         if FileType::from_raw_mode(st.stx_mode.into()) != FileType::RegularFile {
@@ -246,11 +283,12 @@ impl Repos {
             return Some(Lookup::File(None, st.stx_size));
         }
         // O_NONBLOCK as on the blocking path (regular files ignore it); the file may have been
-        // replaced in between, so what is opened is checked again.
+        // replaced in between, so what is opened is checked again. A file we do not own
+        // refuses O_NOATIME (EPERM): the blocking path opens it then.
         let opened = openat2(
             CWD,
             path,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOATIME | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::CACHED,
         );
