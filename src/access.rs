@@ -398,7 +398,7 @@ fn matches(pattern: &[Seg], repo: &[String]) -> bool {
 pub(crate) fn check_command(file: &Path, user: &str, repo: &str) -> std::process::ExitCode {
     use std::process::ExitCode;
     let fail = |e: String| {
-        eprintln!("rest-server: {e}");
+        errln!("rest-server: {e}");
         ExitCode::from(crate::cli::EXIT_USAGE)
     };
     let rules = match Rules::load(file) {
@@ -417,22 +417,22 @@ pub(crate) fn check_command(file: &Path, user: &str, repo: &str) -> std::process
     let who = (user != "*").then_some(user);
     let d = rules.decide(who, &segments);
     let path = format!("/{}", segments.join("/"));
-    println!(
+    outln!(
         "{user} on {path}: {} = {}",
         d.right.letter(),
         d.right.describe()
     );
     match d.rule {
-        None => println!("  no pattern matches {path}: nobody has access"),
+        None => outln!("  no pattern matches {path}: nobody has access"),
         Some(rule) => {
-            println!("  line {}: {}", rule.line, rule.text);
+            outln!("  line {}: {}", rule.line, rule.text);
             let named = rule
                 .grants
                 .iter()
                 .any(|(w, _)| matches!(w, Who::User(n) if Some(n.as_str()) == who));
             let anyone = rule.grants.iter().any(|(w, _)| *w == Who::Anyone);
             if !named && !anyone {
-                println!("  ({user} is not named there, and it has no * entry)");
+                outln!("  ({user} is not named there, and it has no * entry)");
             }
         }
     }
@@ -441,11 +441,11 @@ pub(crate) fn check_command(file: &Path, user: &str, repo: &str) -> std::process
             Some(QuotaRule {
                 line,
                 limit: Some(n),
-            }) => println!("quota of /{first}: {n} bytes (line {line})"),
+            }) => outln!("quota of /{first}: {n} bytes (line {line})"),
             Some(QuotaRule { line, limit: None }) => {
-                println!("quota of /{first}: unlimited (line {line})")
+                outln!("quota of /{first}: unlimited (line {line})")
             }
-            None => println!("quota of /{first}: none in [quotas]"),
+            None => outln!("quota of /{first}: none in [quotas]"),
         }
     }
     if d.right == Right::None {

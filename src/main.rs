@@ -6,6 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+// First: its macros (outln!, out!, errln!) are for the modules below.
+#[macro_use]
+mod output;
+
 mod access;
 mod accesslog;
 mod app;
@@ -41,11 +45,11 @@ fn main() -> ExitCode {
             return access::check_command(&file, &user, &repo);
         }
         Ok(Command::Help) => {
-            print!("{}", cli::HELP);
+            out!("{}", cli::HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("{}", cli::VERSION);
+            outln!("{}", cli::VERSION);
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -94,11 +94,11 @@ struct Found {
 /// Runs the command: findings and summary to stdout, usage problems to stderr.
 pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
     if cmd.help {
-        print!("{SCRUB_HELP}");
+        out!("{SCRUB_HELP}");
         return ExitCode::SUCCESS;
     }
     if !cmd.path.is_dir() {
-        eprintln!(
+        errln!(
             "rest-server scrub: data directory {} does not exist (see --path)",
             cmd.path.display()
         );
@@ -108,7 +108,7 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
         match scrub::find_repos(&cmd.path) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("rest-server scrub: cannot read {}: {e}", cmd.path.display());
+                errln!("rest-server scrub: cannot read {}: {e}", cmd.path.display());
                 return ExitCode::from(EXIT_USAGE);
             }
         }
@@ -117,7 +117,7 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
             let mut dir = cmd.path.clone();
             dir.extend(r.segments());
             if !dir.join("config").is_file() {
-                eprintln!(
+                errln!(
                     "rest-server scrub: no repository /{} in {} (it has no config)",
                     r.joined(),
                     cmd.path.display()
@@ -151,7 +151,7 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
                 if journal {
                     scrub::log_damage(&o, &problem);
                 } else if !cmd.json {
-                    println!(
+                    outln!(
                         "DAMAGED /{} {} {}: {}",
                         crate::accesslog::escape(&o.repo.joined()),
                         o.kind.as_str(),
@@ -175,9 +175,9 @@ pub(crate) fn run(cmd: &ScrubCommand) -> ExitCode {
     let secs = t.elapsed().as_secs_f64();
     let mb_s = read as f64 / 1e6 / secs.max(1e-9);
     if cmd.json {
-        println!("{}", json(&repos, objects, bytes, read, secs, &found));
+        outln!("{}", json(&repos, objects, bytes, read, secs, &found));
     } else {
-        println!(
+        outln!(
             "checked {objects} objects ({bytes} bytes) in {} repositories in {secs:.1} s ({mb_s:.1} MB/s read); {} damaged",
             repos.len(),
             found.len()
@@ -206,29 +206,29 @@ fn advise(found: &[Found]) {
             .filter_map(|f| f.name.rsplit('/').next())
             .filter(|n| crate::storage::names::ObjectId::is_valid(n))
             .collect();
-        println!();
-        println!("What to do for /{repo}:");
-        println!("  1. restic -r rest:<server>/{repo} check --read-data   (confirms the damage)");
+        outln!();
+        outln!("What to do for /{repo}:");
+        outln!("  1. restic -r rest:<server>/{repo} check --read-data   (confirms the damage)");
         if !packs.is_empty() {
-            println!(
+            outln!(
                 "  2. restic -r rest:<server>/{repo} repair packs {}",
                 packs.join(" ")
             );
-            println!("     (salvages the readable blobs of the damaged packs; then back up again)");
+            outln!("     (salvages the readable blobs of the damaged packs; then back up again)");
         }
         if here.iter().any(|f| f.kind == Kind::Index) {
-            println!(
+            outln!(
                 "  {}. restic -r rest:<server>/{repo} repair index   (rebuilds the damaged index files)",
                 if packs.is_empty() { 2 } else { 3 }
             );
         }
         if here.iter().any(|f| f.kind == Kind::Snapshots) {
-            println!(
+            outln!(
                 "  - a damaged snapshot file: `restic forget` it by id, or `restic repair snapshots`"
             );
         }
         if here.iter().any(|f| f.kind == Kind::Keys) {
-            println!("  - a damaged key file: if another key works, `restic key remove` it");
+            outln!("  - a damaged key file: if another key works, `restic key remove` it");
         }
     }
 }

@@ -118,11 +118,11 @@ struct Row {
 
 pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
     if cmd.help {
-        print!("{STATUS_HELP}");
+        out!("{STATUS_HELP}");
         return ExitCode::SUCCESS;
     }
     let fail = |e: String| {
-        eprintln!("rest-server: {e}");
+        errln!("rest-server: {e}");
         ExitCode::from(EXIT_USAGE)
     };
     if !cmd.path.is_dir() {
@@ -158,7 +158,7 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
         }
         out
     };
-    print!("{out}");
+    out!("{out}");
     let Some(limit) = cmd.stale else {
         return ExitCode::SUCCESS;
     };
@@ -173,7 +173,7 @@ pub(crate) fn run(cmd: &StatusCommand) -> ExitCode {
     if stale.is_empty() {
         return ExitCode::SUCCESS;
     }
-    eprintln!(
+    errln!(
         "rest-server: stale (newest snapshot older than {} s): {}",
         limit,
         stale.join(", ")

@@ -169,7 +169,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<UserComm
 pub(crate) fn run(cmd: &UserCommand) -> ExitCode {
     let result = match &cmd.action {
         Action::Help => {
-            print!("{USER_HELP}");
+            out!("{USER_HELP}");
             Ok(true)
         }
         Action::Add(name) => add(cmd, name),
@@ -181,7 +181,7 @@ pub(crate) fn run(cmd: &UserCommand) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_NO),
         Err(e) => {
-            eprintln!("rest-server: {e}");
+            errln!("rest-server: {e}");
             ExitCode::from(EXIT_NO)
         }
     }
@@ -211,11 +211,11 @@ fn add(cmd: &UserCommand, name: &str) -> Result<bool, String> {
     let (text, replaced) = set_user(&text, name, &line);
     write_atomically(file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     if replaced {
-        println!("changed the password of {name} in {}", file.display());
+        outln!("changed the password of {name} in {}", file.display());
     } else {
-        println!("added {name} to {}", file.display());
+        outln!("added {name} to {}", file.display());
     }
-    println!("a running rest-server picks this up within 30 s (or at once on SIGHUP)");
+    outln!("a running rest-server picks this up within 30 s (or at once on SIGHUP)");
     Ok(true)
 }
 
@@ -235,12 +235,12 @@ fn remove(file: &Path, name: &str) -> Result<bool, String> {
     read()?;
     let _lock = lock(file)?;
     let Some(text) = remove_user(&read()?, name) else {
-        eprintln!("rest-server: no user {name:?} in {}", file.display());
+        errln!("rest-server: no user {name:?} in {}", file.display());
         return Ok(false);
     };
     write_atomically(file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    println!("removed {name} from {}", file.display());
-    println!("a running rest-server locks {name} out within 30 s (or at once on SIGHUP)");
+    outln!("removed {name} from {}", file.display());
+    outln!("a running rest-server locks {name} out within 30 s (or at once on SIGHUP)");
     Ok(true)
 }
 
@@ -249,12 +249,12 @@ fn list(file: &Path) -> Result<bool, String> {
         fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let (users, warnings) = htpasswd::parse(&text);
     for w in warnings {
-        eprintln!("warning: {}: {w}", file.display());
+        errln!("warning: {}: {w}", file.display());
     }
     let mut users: Vec<_> = users.into_iter().collect();
     users.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, hash) in users {
-        println!("{name}\t{}", hash.format_name());
+        outln!("{name}\t{}", hash.format_name());
     }
     Ok(true)
 }
@@ -265,7 +265,7 @@ fn check(cmd: &UserCommand, name: &str) -> Result<bool, String> {
         fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let (users, _) = htpasswd::parse(&text);
     let Some(hash) = users.get(name) else {
-        eprintln!(
+        errln!(
             "rest-server: no usable entry for {name:?} in {}",
             file.display()
         );
@@ -273,10 +273,10 @@ fn check(cmd: &UserCommand, name: &str) -> Result<bool, String> {
     };
     let password = read_password(cmd, &format!("Password for {name}: "), false)?;
     if hash.verify(password.as_bytes()) {
-        println!("password of {name} is correct");
+        outln!("password of {name} is correct");
         Ok(true)
     } else {
-        eprintln!("rest-server: wrong password for {name}");
+        errln!("rest-server: wrong password for {name}");
         Ok(false)
     }
 }
@@ -502,7 +502,7 @@ fn lock(file: &Path) -> Result<File, String> {
     match f.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            eprintln!(
+            errln!(
                 "waiting for another rest-server user command to finish with {}",
                 file.display()
             );

@@ -860,3 +860,29 @@ fn a_closed_stderr_never_stops_the_server() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_closed_stdout_ends_a_subcommand_quietly() {
+    // `rest-server ... | head -1`: once the reader is gone, the command ends with status 141
+    // (as a C tool killed by SIGPIPE) and says nothing. println! would panic (an abort here).
+    let dir = TempDir::new("stdout-closed");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("r/snapshots")).unwrap();
+    for args in [
+        vec!["--version"],
+        vec!["--help"],
+        vec!["status", "--path", data.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader); // every write to the pipe now fails with EPIPE
+        let out = std::process::Command::new(bin())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
