@@ -45,8 +45,9 @@ fn backed_up_repo() -> (TempDir, PathBuf) {
     (dir, data)
 }
 
-/// Every entry below `root` (but the scrub state): type, size, mtime and, for regular
-/// files, the SHA-256 of the content. A FIFO is never opened.
+/// Every entry below `root` (but the scrub state, and the temp file it is written through
+/// while the scrub saves it): type, size, mtime and, for regular files, the SHA-256 of the
+/// content. A FIFO is never opened.
 fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -55,7 +56,7 @@ fn tree_state(root: &Path) -> BTreeMap<PathBuf, String> {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if rel == Path::new(STATE_FILE) {
+            if rel.to_string_lossy().starts_with(STATE_FILE) {
                 continue;
             }
             let what = if m.is_dir() {
