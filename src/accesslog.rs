@@ -154,8 +154,15 @@ fn format_line(e: &LogLine<'_>, now: SystemTime) -> String {
 /// Keeps a line one line: quotes, backslashes and control characters are escaped. For every
 /// request-derived field of a log line, here and in the server's own log.
 pub(crate) fn escape(s: &str) -> String {
-    let quoted = s.replace('\\', "\\\\").replace('"', "\\\"");
-    crate::logging::one_line(&quoted).into_owned()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => crate::logging::push_one_line(&mut out, c),
+        }
+    }
+    out
 }
 
 /// `10/Oct/2000:13:55:36 +0000`.

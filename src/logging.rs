@@ -38,8 +38,7 @@ pub(crate) fn to_journal() -> bool {
 /// or where the line must not look like a log line. Like log lines, it is dropped if stderr
 /// is closed (`eprintln!` would panic, and so abort, instead of exiting with the status meant).
 pub(crate) fn say(message: &str) {
-    let line = format!("rest-server: {}\n", one_line(message));
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    crate::output::to_stderr(format_args!("rest-server: {}\n", one_line(message)));
 }
 
 /// Sets up logging: `level` for this crate's messages, at most info for the libraries'.
@@ -117,13 +116,20 @@ pub(crate) fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
     }
     let mut out = String::with_capacity(message.len() + 8);
     for c in message.chars() {
-        match c {
-            // Control characters (Unicode's Cc) all lie below U+00A0: two hex digits.
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
+        push_one_line(&mut out, c);
     }
     out.into()
+}
+
+/// Appends `c`, a control character as `\xNN` (Unicode's Cc all lie below U+00A0: two hex
+/// digits). The one place that decides how a line is kept one line.
+pub(crate) fn push_one_line(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    if c.is_control() {
+        let _ = write!(out, "\\x{:02x}", c as u32);
+    } else {
+        out.push(c);
+    }
 }
 
 /// Whether `journal_stream` (the value of `JOURNAL_STREAM`) is the device and inode of fd 2.
