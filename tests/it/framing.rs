@@ -445,9 +445,9 @@ fn stored_then_cleared(s: &Server, ids: &[String]) -> Vec<bool> {
         .collect()
 }
 
-/// Sends `parts` on one connection (a pause between them so the server reads them apart),
-/// ends our side, and returns the answers.
-fn run(s: &Server, parts: &[&[u8]], methods: &[&str]) -> Vec<u16> {
+/// Sends `parts` on a new connection (a pause between them so the server reads them
+/// apart) and ends our side; the connection, to read what came back.
+fn send_parts(s: &Server, parts: &[&[u8]]) -> TcpStream {
     let mut c = s.connect();
     c.set_nodelay(true).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -460,7 +460,12 @@ fn run(s: &Server, parts: &[&[u8]], methods: &[&str]) -> Vec<u16> {
         }
     }
     let _ = c.shutdown(std::net::Shutdown::Write);
-    answers(&mut BufReader::new(c), methods)
+    c
+}
+
+/// Sends `parts` as [`send_parts`] does; the answers.
+fn run(s: &Server, parts: &[&[u8]], methods: &[&str]) -> Vec<u16> {
+    answers(&mut BufReader::new(send_parts(s, parts)), methods)
 }
 
 #[test]
@@ -636,21 +641,10 @@ fn statuses(out: &[u8]) -> Vec<u16> {
     got
 }
 
-/// `parts` on a new connection (a pause between them, so that the server reads them
-/// apart), then our side ended; the connection's whole output, once the server closed it.
+/// Sends `parts` as [`send_parts`] does; the connection's whole output, once the server
+/// closed it.
 fn output(s: &Server, parts: &[&[u8]]) -> Vec<u8> {
-    let mut c = s.connect();
-    c.set_nodelay(true).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(3));
-        }
-        if c.write_all(p).is_err() {
-            break;
-        }
-    }
-    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut c = send_parts(s, parts);
     let mut out = Vec::new();
     if let Err(e) = c.read_to_end(&mut out) {
         assert_ne!(
